@@ -1,0 +1,44 @@
+# configd — two set-up commands from a fresh clone: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+CONSUL_STAMP := .cache/consul/usr/bin/consul
+
+.PHONY: run test install consul lint typecheck schemas clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "configd needs Python >= 3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP) consul
+
+consul:
+	@bash scripts/install-consul.sh >/dev/null
+
+run: install
+	$(PY) -m configd dev
+
+test: install
+	$(PY) -m pytest
+
+typecheck: install
+	@mkdir -p .cache/typecheck
+	@ln -sfn ../../configd .cache/typecheck/configd
+	@ln -sfn ../../client .cache/typecheck/configd_client
+	@ln -sfn ../../cli .cache/typecheck/configctl
+	$(VENV)/bin/mypy -p configd -p configd_client -p configctl
+
+lint: install
+	$(VENV)/bin/ruff check configd client cli tests scripts examples
+	$(MAKE) typecheck
+
+schemas: install
+	$(PY) -m configd.records_schemas schemas
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info

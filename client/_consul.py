@@ -1,0 +1,268 @@
+"""The one boundary between configd and Consul's HTTP API, on top of py-consul.
+
+It wraps py-consul's known gaps once:
+
+- ``kv.get`` returns the index as a string: indexes here are always ``int``;
+- ``txn.put`` sends no ACL token header and raises a bare ClientError when a transaction is rolled back:
+  :meth:`ConsulGateway.txn` sends the token and turns a failed check into :class:`VersionConflict`;
+- a failed CAS ``kv.put`` returns ``False``: :meth:`ConsulGateway.put` raises :class:`VersionConflict`;
+- py-consul lets ``CONSUL_HTTP_TOKEN`` override an explicit token: here an explicit token wins.
+
+Every ``requests``/``consul`` failure becomes a :mod:`configd_client` exception (``raise … from exc``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import consul
+import consul.base
+import requests
+import requests.adapters
+
+from ._exceptions import ConfigdError, ConsulPermissionDenied, ConsulUnavailable, VersionConflict
+from ._layout import CONSUL_TXN_MAX_BYTES, CONSUL_TXN_MAX_OPS
+
+T = TypeVar("T")
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8500"
+
+
+@dataclass(frozen=True)
+class KVEntry:
+    """One Consul KV pair with the indexes that CAS and blocking queries need."""
+
+    key: str
+    value: bytes
+    modify_index: int
+    create_index: int
+    session: str | None = None
+
+
+def _entry(raw: dict[str, Any]) -> KVEntry:
+    value = raw.get("Value")
+    if isinstance(value, str):  # txn results carry base64 text; py-consul's kv.get has decoded it already
+        value = base64.b64decode(value)
+    return KVEntry(
+        key=raw["Key"],
+        value=value or b"",
+        modify_index=int(raw.get("ModifyIndex", 0)),
+        create_index=int(raw.get("CreateIndex", 0)),
+        session=raw.get("Session"),
+    )
+
+
+# --- transaction operations (Consul /v1/txn "KV" verbs) ------------------------------------------------
+TxnOp = dict[str, dict[str, Any]]
+
+
+def op_set(key: str, value: bytes) -> TxnOp:
+    return {"KV": {"Verb": "set", "Key": key, "Value": base64.b64encode(value).decode("ascii")}}
+
+
+def op_create(key: str, value: bytes) -> TxnOp:
+    """Set only if the key does not exist (``cas`` with index 0)."""
+    return {"KV": {"Verb": "cas", "Key": key, "Value": base64.b64encode(value).decode("ascii"), "Index": 0}}
+
+
+def op_cas(key: str, value: bytes, index: int) -> TxnOp:
+    return {"KV": {"Verb": "cas", "Key": key, "Value": base64.b64encode(value).decode("ascii"), "Index": index}}
+
+
+def op_check_index(key: str, index: int) -> TxnOp:
+    return {"KV": {"Verb": "check-index", "Key": key, "Index": index}}
+
+
+def op_check_not_exists(key: str) -> TxnOp:
+    return {"KV": {"Verb": "check-not-exists", "Key": key}}
+
+
+def op_get(key: str) -> TxnOp:
+    return {"KV": {"Verb": "get", "Key": key}}
+
+
+def op_delete(key: str) -> TxnOp:
+    return {"KV": {"Verb": "delete", "Key": key}}
+
+
+def parse_address(address: str | None) -> tuple[str, str, int]:
+    """``scheme, host, port`` from ``http://host:port``, ``host:port`` or ``CONSUL_HTTP_ADDR``."""
+    address = address or os.environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS
+    if "//" not in address:
+        address = "http://" + address
+    parsed = urllib.parse.urlparse(address)
+    if not parsed.hostname:
+        raise ConfigdError(f"invalid Consul address {address!r}: expected http://host:port")
+    scheme = parsed.scheme or "http"
+    return scheme, parsed.hostname, parsed.port or (443 if scheme == "https" else 8500)
+
+
+class ConsulGateway:
+    """Thread-safe access to Consul's KV, transaction, session and status endpoints.
+
+    Args:
+        address: ``http://host:port``; defaults to ``CONSUL_HTTP_ADDR``, then ``http://127.0.0.1:8500``.
+        token: ACL token sent as ``X-Consul-Token``; defaults to ``CONSUL_HTTP_TOKEN``.
+        timeout: seconds to wait for a non-blocking answer.
+        pool_size: HTTP connections kept per process (the server raises it for concurrent pushes).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        pool_size: int = 10,
+    ) -> None:
+        scheme, host, port = parse_address(address)
+        self.address = f"{scheme}://{host}:{port}"
+        self._client = consul.Consul(host=host, port=port, scheme=scheme, connections_timeout=timeout)
+        # py-consul lets CONSUL_HTTP_TOKEN override an explicit token; the explicit argument must win.
+        self._client.token = token if token is not None else os.environ.get("CONSUL_HTTP_TOKEN") or None
+        session: requests.Session = self._client.http.session
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self.on_call: Callable[[str, float], None] | None = None  # metrics hook: (operation, seconds)
+
+    # --- plumbing ------------------------------------------------------------------------------------
+    @contextmanager
+    def _mapped(self, operation: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except consul.ACLPermissionDenied as exc:
+            raise ConsulPermissionDenied(f"Consul denied {operation}: {exc}") from exc
+        except consul.ACLDisabled as exc:  # 401: py-consul's name for an unauthenticated request
+            raise ConsulPermissionDenied(f"Consul refused {operation} (401): {exc}") from exc
+        except requests.RequestException as exc:
+            raise ConsulUnavailable(f"Consul at {self.address} is unreachable ({operation}): {exc}") from exc
+        except consul.ConsulException as exc:
+            raise ConsulUnavailable(f"Consul at {self.address} failed {operation}: {exc}") from exc
+        finally:
+            if self.on_call is not None:
+                self.on_call(operation, time.perf_counter() - started)
+
+    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        with self._mapped(operation):
+            return fn()
+
+    # --- KV ------------------------------------------------------------------------------------------
+    def get(self, key: str, *, consistent: bool = False) -> KVEntry | None:
+        """One key, or None when it does not exist."""
+        _, raw = self._call(
+            "kv.get", lambda: self._client.kv.get(key, consistency="consistent" if consistent else None)
+        )
+        return _entry(raw) if raw else None
+
+    def list(
+        self, prefix: str, *, index: int | None = None, wait: str | None = None, consistent: bool = False
+    ) -> tuple[int, list[KVEntry]]:
+        """Every key under ``prefix`` with the X-Consul-Index; blocks when ``index`` is given.
+
+        A blocking query with ``index`` 0 would return at once, so callers must never pass 0
+        (see :func:`configd_client.next_wait_index`).
+        """
+        if index is not None and index < 1:
+            raise ValueError("a blocking query needs an index >= 1")
+        consistency = "consistent" if consistent else None
+        raw_index, raw = self._call(
+            "kv.list",
+            lambda: self._client.kv.get(prefix, recurse=True, index=index, wait=wait, consistency=consistency),
+        )
+        return int(raw_index), [_entry(item) for item in raw or []]
+
+    def keys(self, prefix: str, *, separator: str | None = None) -> list[str]:
+        """Key names under ``prefix`` (up to ``separator``), sorted as Consul sorts them."""
+        _, raw = self._call("kv.keys", lambda: self._client.kv.get(prefix, keys=True, separator=separator))
+        return list(raw or [])
+
+    def put(self, key: str, value: bytes, *, cas: int | None = None, acquire: str | None = None) -> None:
+        """Write one key. A CAS or lock acquisition that Consul refuses raises VersionConflict."""
+        ok = self._call("kv.put", lambda: self._client.kv.put(key, value, cas=cas, acquire=acquire))
+        if ok is not True:
+            raise VersionConflict(f"Consul refused the conditional write of {key!r}")
+
+    def delete(self, key: str, *, recurse: bool = False) -> None:
+        self._call("kv.delete", lambda: self._client.kv.delete(key, recurse=recurse))
+
+    def txn(self, ops: list[TxnOp]) -> list[KVEntry]:
+        """Run ``ops`` as one atomic Consul transaction; returns the KV results in op order.
+
+        Consul rolls the whole transaction back when any check fails and answers 409 with the failing op;
+        that is a :class:`VersionConflict` here.
+        """
+        body = json.dumps(ops)
+        if len(ops) > CONSUL_TXN_MAX_OPS:
+            raise ConfigdError(f"transaction has {len(ops)} operations; Consul allows {CONSUL_TXN_MAX_OPS}")
+        if len(body) > CONSUL_TXN_MAX_BYTES:
+            raise ConfigdError(f"transaction is {len(body)} bytes; Consul allows {CONSUL_TXN_MAX_BYTES}")
+
+        def answer(response: consul.base.Response) -> list[KVEntry]:
+            if response.code == 200:
+                results = json.loads(response.body).get("Results") or []
+                return [_entry(r["KV"]) for r in results if "KV" in r]
+            if response.code == 409:
+                errors = json.loads(response.body).get("Errors") or []
+                what = "; ".join(str(e.get("What", "")) for e in errors)
+                if "ermission denied" in what:
+                    raise ConsulPermissionDenied(f"Consul denied the transaction: {what}")
+                raise VersionConflict(f"transaction rolled back: {what}")
+            if response.code in (401, 403):
+                raise ConsulPermissionDenied(f"Consul denied the transaction: {response.body}")
+            if response.code == 413:
+                raise ConfigdError(f"Consul refused the transaction as too large: {response.body}")
+            raise ConsulUnavailable(f"Consul failed the transaction ({response.code}): {response.body}")
+
+        return self._call(
+            "txn",
+            lambda: self._client.http.put(answer, "/v1/txn", data=body, headers=self._client.prepare_headers()),
+        )
+
+    # --- sessions and status ---------------------------------------------------------------------------
+    def session_create(self, name: str, ttl_seconds: int, *, behavior: str = "delete") -> str:
+        """A session with no health checks (TTL only) whose keys are deleted when it ends."""
+        return str(
+            self._call(
+                "session.create",
+                lambda: self._client.session.create(
+                    name=name, ttl=ttl_seconds, behavior=behavior, checks=[], lock_delay=0
+                ),
+            )
+        )
+
+    def session_renew(self, session_id: str) -> bool:
+        """Renew a session; False when Consul no longer knows it (expired or destroyed)."""
+
+        def renew() -> bool:
+            try:
+                return self._client.session.renew(session_id) is not None
+            except consul.NotFound:
+                return False
+
+        return self._call("session.renew", renew)
+
+    def session_destroy(self, session_id: str) -> None:
+        self._call("session.destroy", lambda: self._client.session.destroy(session_id))
+
+    def leader(self) -> str:
+        """The Raft leader's address; empty when the cluster has none."""
+        return str(self._call("status.leader", lambda: self._client.status.leader()) or "")
+
+    def close(self) -> None:
+        self._client.http.session.close()
+
+    def __enter__(self) -> ConsulGateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

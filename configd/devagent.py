@@ -1,0 +1,173 @@
+"""Start and stop real Consul agents on loopback: the throwaway dev agent of ``configd dev`` and the tests.
+
+Every agent gets free ports, is health-polled until it has a Raft leader, and is torn down with its
+process group. Nothing here talks to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTALL_SCRIPT = PROJECT_ROOT / "scripts" / "install-consul.sh"
+
+
+class ConsulNotInstalled(RuntimeError):
+    """No usable consul binary, and the install script could not fetch one."""
+
+
+def consul_binary() -> str:
+    """Path of a consul >= 1.8: ``CONSUL_BIN``, PATH, ``.cache/``, or installed by the project's script."""
+    if INSTALL_SCRIPT.exists():
+        done = subprocess.run(["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True, check=False)
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip().splitlines()[-1]
+        raise ConsulNotInstalled(f"scripts/install-consul.sh failed: {done.stderr.strip()}")
+    found = os.environ.get("CONSUL_BIN") or shutil.which("consul")
+    if not found:
+        raise ConsulNotInstalled("consul not found: set CONSUL_BIN or put consul >= 1.8 on PATH")
+    return found
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on 127.0.0.1 (also free for UDP in practice: serf uses both)."""
+    sockets, ports = [], []
+    try:
+        while len(ports) < count:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+            port = s.getsockname()[1]
+            if port not in ports:
+                ports.append(port)
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
+
+
+@dataclass
+class AgentPorts:
+    http: int
+    dns: int
+    serf_lan: int
+    serf_wan: int
+    server: int
+
+    @classmethod
+    def allocate(cls) -> AgentPorts:
+        return cls(*free_ports(5))
+
+    def hcl(self) -> str:
+        return (
+            f"ports {{ http = {self.http}, dns = {self.dns}, serf_lan = {self.serf_lan}, "
+            f"serf_wan = {self.serf_wan}, server = {self.server}, grpc = -1, https = -1 }}"
+        )
+
+
+@dataclass
+class ConsulAgent:
+    """One consul agent process on loopback. Use :meth:`dev` for a throwaway single-node agent."""
+
+    args: list[str]
+    ports: AgentPorts
+    name: str
+    extra_hcl: str = ""
+    binary: str = ""
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="configd-consul-")))
+
+    @classmethod
+    def dev(cls, *, name: str = "configd-dev", extra_hcl: str = "") -> ConsulAgent:
+        """A single-node in-memory ``consul agent -dev`` on free loopback ports."""
+        return cls(args=["-dev"], ports=AgentPorts.allocate(), name=name, extra_hcl=extra_hcl)
+
+    @property
+    def http_addr(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
+    def start(self, timeout: float = 30.0, wait_for_leader: bool = True) -> ConsulAgent:
+        self.binary = self.binary or consul_binary()
+        config = self.workdir / "ports.hcl"
+        config.write_text(self.ports.hcl() + "\n" + self.extra_hcl + "\n")
+        self.log_path = self.workdir / "consul.log"
+        cmd = [
+            self.binary,
+            "agent",
+            *self.args,
+            "-node",
+            self.name,
+            "-bind",
+            "127.0.0.1",
+            "-client",
+            "127.0.0.1",
+            "-config-file",
+            str(config),
+        ]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        if wait_for_leader:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Poll /v1/status/leader until the agent answers with a leader."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"consul exited with {self.process.returncode}; log:\n{self.log_tail()}")
+            if self.leader():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"consul at {self.http_addr} had no leader after {timeout}s; log:\n{self.log_tail()}")
+
+    def leader(self) -> str:
+        try:
+            with urllib.request.urlopen(f"{self.http_addr}/v1/status/leader", timeout=1) as answer:
+                return str(answer.read().decode().strip().strip('"'))
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the agent's process group and reap it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> ConsulAgent:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
