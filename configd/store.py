@@ -1,0 +1,616 @@
+"""The versioned, schema-validated store at the heart of configd: configs and schemas in Consul KV.
+
+Every write follows one shape: read the heads it depends on, decide without I/O (validate, compare,
+encode), then commit in ONE Consul transaction guarded by the heads' ModifyIndex (CAS). A reader therefore
+never sees a head without its version record, and two concurrent writers never both win.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from configd_client._consul import (
+    ConsulGateway,
+    KVEntry,
+    TxnOp,
+    op_cas,
+    op_check_index,
+    op_check_not_exists,
+    op_create,
+    op_get,
+)
+from configd_client._diff import Change, diff_json, unified_diff
+from configd_client._exceptions import (
+    ConfigdError,
+    ConfigTooLarge,
+    NotFound,
+    SchemaIncompatible,
+    SchemaNotFound,
+    ValidationFailed,
+    VersionConflict,
+)
+from configd_client._layout import (
+    CONSUL_TXN_MAX_OPS,
+    MAX_AUTHOR_CHARS,
+    MAX_CONFIG_BYTES,
+    MAX_MESSAGE_CHARS,
+    MAX_SCHEMA_BYTES,
+    KeyLayout,
+    validate_name,
+)
+from configd_client._records import (
+    AuditRecord,
+    HeadRecord,
+    SchemaHeadRecord,
+    SchemaRef,
+    SchemaVersionRecord,
+    VersionRecord,
+    canonical_json,
+    check_document,
+    decode_data,
+    encode_data,
+    sha256_hex,
+    utcnow,
+)
+from jsonschema import Draft202012Validator
+
+from .audit import AuditLog, new_entry
+from .validation import compile_schema, config_errors, schema_errors
+
+WriteStatus = Literal["created", "unchanged"]
+# Without expected_version a push means "make this the head": a lost CAS race is retried this many times
+# (re-reading and re-validating each time) before VersionConflict reaches the caller.
+PUSH_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """Outcome of a push, rollback or delete: the head after it, and whether a version was created."""
+
+    status: WriteStatus
+    head: HeadRecord
+
+    @property
+    def created(self) -> bool:
+        return self.status == "created"
+
+
+@dataclass(frozen=True)
+class SchemaResult:
+    status: WriteStatus
+    record: SchemaVersionRecord
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a push would do, computed without writing: validation errors and the diff against the head."""
+
+    valid: bool
+    errors: list[Any]
+    head_version: int | None
+    changes: list[Change]
+    unified: str
+    schema_ref: SchemaRef | None
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    from_version: int
+    to_version: int
+    changes: list[Change]
+    unified: str
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """Version records newest first, without their data; ``next_before`` continues the listing."""
+
+    versions: list[VersionRecord]
+    total: int
+    next_before: int | None
+
+
+def _clip(text: str, limit: int, what: str) -> str:
+    if len(text) > limit:
+        raise ValidationFailed(f"{what} is longer than {limit} characters")
+    return text
+
+
+@dataclass
+class _ValidatorCache:
+    """Compiled validators per schema version (keyed by content hash too): a push never recompiles."""
+
+    maxsize: int = 1024
+    compiled: int = 0
+    _items: OrderedDict[tuple[str, str, int, str], Draft202012Validator] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, key: tuple[str, str, int, str], build: Callable[[], dict[str, Any]]) -> Draft202012Validator:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                return found
+        validator = compile_schema(build())
+        with self._lock:
+            self.compiled += 1
+            self._items[key] = validator
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+        return validator
+
+
+class SchemaRegistry:
+    """Versioned JSON Schemas (Draft 2020-12), meta-validated when registered."""
+
+    def __init__(self, gateway: ConsulGateway, layout: KeyLayout, audit: AuditLog) -> None:
+        self._gateway = gateway
+        self._layout = layout
+        self._audit = audit
+        self._validators = _ValidatorCache()
+
+    @property
+    def compiled_count(self) -> int:
+        """How many schemas were compiled since start (a push of a known schema version adds none)."""
+        return self._validators.compiled
+
+    def head(self, namespace: str, name: str) -> tuple[SchemaHeadRecord, KVEntry] | None:
+        entry = self._gateway.get(self._layout.schema_head(namespace, name))
+        return (SchemaHeadRecord.from_bytes(entry.value), entry) if entry else None
+
+    def get(self, namespace: str, name: str, version: int | None = None) -> SchemaVersionRecord:
+        """The current schema, or one version of it."""
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        if version is None:
+            found = self.head(namespace, name)
+            if found is None:
+                raise SchemaNotFound(f"no schema is registered for {namespace}/{name}")
+            version = found[0].version
+        entry = self._gateway.get(self._layout.schema_version(namespace, name, version))
+        if entry is None:
+            raise NotFound(f"schema {namespace}/{name} has no version {version}")
+        return SchemaVersionRecord.from_bytes(entry.value)
+
+    def versions(self, namespace: str, name: str) -> list[int]:
+        keys = self._gateway.keys(self._layout.schema_versions_prefix(namespace, name))
+        return sorted(int(k.rsplit("/", 1)[-1]) for k in keys)
+
+    def validator(self, head: SchemaHeadRecord) -> Draft202012Validator:
+        key = (head.namespace, head.name, head.version, head.sha256)
+        return self._validators.get(key, lambda: self.get(head.namespace, head.name, head.version).json_schema)
+
+    def register(
+        self,
+        namespace: str,
+        name: str,
+        schema: Any,
+        *,
+        actor: str,
+        message: str = "",
+        force: bool = False,
+        current_config: Callable[[], Any | None] | None = None,
+    ) -> SchemaResult:
+        """Register a new schema version.
+
+        Raises ValidationFailed when ``schema`` is not a valid Draft 2020-12 schema, and SchemaIncompatible when
+        the config's current head would fail it (unless ``force``). Identical content reports "unchanged".
+        """
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        _clip(message, MAX_MESSAGE_CHARS, "message")
+        _clip(actor, MAX_AUTHOR_CHARS, "author")
+        check_document(schema, "schema")
+        canonical = canonical_json(schema)
+        if len(canonical) > MAX_SCHEMA_BYTES:
+            raise ConfigTooLarge(len(canonical), MAX_SCHEMA_BYTES)
+        problems = schema_errors(schema)
+        if problems:
+            raise ValidationFailed(f"{namespace}/{name}: not a valid JSON Schema (Draft 2020-12)", problems)
+        sha = sha256_hex(canonical)
+
+        found = self.head(namespace, name)
+        if found is not None and found[0].sha256 == sha:
+            return SchemaResult("unchanged", self.get(namespace, name, found[0].version))
+
+        config_head_key = self._layout.head(namespace, name)
+        config_entry = self._gateway.get(config_head_key)
+        config_guard = (
+            op_check_index(config_head_key, config_entry.modify_index)
+            if config_entry
+            else op_check_not_exists(config_head_key)
+        )
+        if config_entry is not None and current_config is not None:
+            data = current_config()
+            if data is not None:
+                errors = config_errors(compile_schema(schema), data)
+                if errors and not force:
+                    raise SchemaIncompatible(
+                        f"{namespace}/{name}: the current config would fail this schema; "
+                        "fix the config first or register with force",
+                        errors,
+                    )
+
+        version = found[0].version + 1 if found else 1
+        now = utcnow()
+        record = SchemaVersionRecord(
+            namespace=namespace,
+            name=name,
+            version=version,
+            sha256=sha,
+            author=actor,
+            message=message,
+            created_at=now,
+            forced=force,
+            json_schema=schema,
+        )
+        head = SchemaHeadRecord(
+            namespace=namespace, name=name, version=version, sha256=sha, author=actor, created_at=now
+        )
+        head_key = self._layout.schema_head(namespace, name)
+        audit = new_entry(
+            actor=actor,
+            action="schema.register",
+            namespace=namespace,
+            name=name,
+            result="forced" if force else "created",
+            status=201,
+            version=version,
+            from_version=found[0].version if found else None,
+            message=message,
+        )
+        self._gateway.txn(
+            [
+                config_guard,
+                op_create(self._layout.schema_version(namespace, name, version), record.to_bytes()),
+                op_cas(head_key, head.to_bytes(), found[1].modify_index if found else 0),
+                self._audit.op(audit),
+            ]
+        )
+        return SchemaResult("created", record)
+
+
+class ConfigStore:
+    """Versioned configs: push, history, rollback, diff and delete, all validated against their schema."""
+
+    def __init__(self, gateway: ConsulGateway, layout: KeyLayout | None = None) -> None:
+        self.gateway = gateway
+        self.layout = layout or KeyLayout()
+        self.audit = AuditLog(gateway, self.layout)
+        self.schemas = SchemaRegistry(gateway, self.layout, self.audit)
+
+    # --- reads -------------------------------------------------------------------------------------
+    def _head(self, namespace: str, name: str) -> tuple[HeadRecord, KVEntry] | None:
+        entry = self.gateway.get(self.layout.head(namespace, name))
+        return (HeadRecord.from_bytes(entry.value), entry) if entry else None
+
+    def head(self, namespace: str, name: str) -> HeadRecord:
+        """The current head of a live (not deleted) config."""
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        found = self._head(namespace, name)
+        if found is None or found[0].deleted:
+            raise NotFound(f"config {namespace}/{name} does not exist")
+        return found[0]
+
+    def version(self, namespace: str, name: str, version: int | None = None) -> VersionRecord:
+        """One version record (the head's when ``version`` is None)."""
+        if version is None:
+            version = self.head(namespace, name).version
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        entry = self.gateway.get(self.layout.version(namespace, name, version))
+        if entry is None:
+            raise NotFound(f"config {namespace}/{name} has no version {version}")
+        return VersionRecord.from_bytes(entry.value)
+
+    def data(self, record: VersionRecord) -> Any:
+        """The document of a version, reassembled from blob chunks when it was stored in them."""
+        return decode_data(record, self._chunks)
+
+    def _chunks(self, record: VersionRecord) -> list[bytes]:
+        _, entries = self.gateway.list(self.layout.blob_prefix(record.namespace, record.name, record.sha256))
+        return [e.value for e in sorted(entries, key=lambda e: e.key)]
+
+    def get(self, namespace: str, name: str, version: int | None = None) -> tuple[VersionRecord, Any]:
+        record = self.version(namespace, name, version)
+        return record, self.data(record)
+
+    def history(self, namespace: str, name: str, *, limit: int = 50, before: int | None = None) -> HistoryPage:
+        """Versions newest first, ``limit`` per page, those below ``before`` (exclusive) when given."""
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        keys = self.gateway.keys(self.layout.versions_prefix(namespace, name))
+        if not keys:
+            raise NotFound(f"config {namespace}/{name} does not exist")
+        numbers = sorted((int(k.rsplit("/", 1)[-1]) for k in keys), reverse=True)
+        eligible = [v for v in numbers if before is None or v < before]
+        page = eligible[: max(1, limit)]
+        records: list[VersionRecord] = []
+        for start in range(0, len(page), CONSUL_TXN_MAX_OPS):
+            batch = page[start : start + CONSUL_TXN_MAX_OPS]
+            entries = self.gateway.txn([op_get(self.layout.version(namespace, name, v)) for v in batch])
+            records.extend(VersionRecord.from_bytes(e.value).model_copy(update={"data": None}) for e in entries)
+        more = len(eligible) > len(page)
+        return HistoryPage(records, total=len(numbers), next_before=page[-1] if more and page else None)
+
+    def heads(self, namespace: str | None = None, *, include_deleted: bool = False) -> list[HeadRecord]:
+        """Heads of one namespace, or of every namespace, sorted by namespace and name."""
+        if namespace is not None:
+            validate_name(namespace, "namespace")
+        prefix = self.layout.heads_prefix(namespace) if namespace else self.layout.heads_root
+        _, entries = self.gateway.list(prefix)
+        heads = [HeadRecord.from_bytes(e.value) for e in entries]
+        return sorted((h for h in heads if include_deleted or not h.deleted), key=lambda h: (h.namespace, h.name))
+
+    def namespaces(self) -> dict[str, list[HeadRecord]]:
+        """Live configs grouped by namespace."""
+        grouped: dict[str, list[HeadRecord]] = {}
+        for head in self.heads():
+            grouped.setdefault(head.namespace, []).append(head)
+        return grouped
+
+    def diff(self, namespace: str, name: str, from_version: int, to_version: int) -> VersionDiff:
+        a = self.data(self.version(namespace, name, from_version))
+        b = self.data(self.version(namespace, name, to_version))
+        return VersionDiff(
+            from_version,
+            to_version,
+            diff_json(a, b),
+            unified_diff(
+                a,
+                b,
+                from_label=f"{namespace}/{name}@v{from_version}",
+                to_label=f"{namespace}/{name}@v{to_version}",
+            ),
+        )
+
+    # --- validation --------------------------------------------------------------------------------
+    def _validated(self, namespace: str, name: str, data: Any) -> tuple[SchemaHeadRecord, KVEntry, bytes]:
+        """Check ``data`` against the config's current schema; returns the schema head it passed and the bytes."""
+        check_document(data)
+        canonical = canonical_json(data)
+        if len(canonical) > MAX_CONFIG_BYTES:
+            raise ConfigTooLarge(len(canonical), MAX_CONFIG_BYTES)
+        found = self.schemas.head(namespace, name)
+        if found is None:
+            raise SchemaNotFound(f"no schema is registered for {namespace}/{name}; register one before pushing configs")
+        schema_head, schema_entry = found
+        errors = config_errors(self.schemas.validator(schema_head), data)
+        if errors:
+            raise ValidationFailed(
+                f"{namespace}/{name}: {len(errors)} validation error(s) against schema v{schema_head.version}",
+                errors,
+            )
+        return schema_head, schema_entry, canonical
+
+    def dry_run(self, namespace: str, name: str, data: Any) -> DryRun:
+        """Validate and diff against the head without writing anything."""
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        found = self._head(namespace, name)
+        head = found[0] if found and not found[0].deleted else None
+        old = self.data(self.version(namespace, name, head.version)) if head else None
+        try:
+            schema_head, _, _ = self._validated(namespace, name, data)
+            errors: list[Any] = []
+            ref: SchemaRef | None = SchemaRef(namespace=namespace, name=name, version=schema_head.version)
+        except ValidationFailed as exc:
+            errors, ref = exc.errors, None
+        changes = diff_json(old, data) if old is not None else diff_json({}, data)
+        return DryRun(
+            valid=not errors,
+            errors=errors,
+            head_version=head.version if head else None,
+            changes=changes,
+            unified=unified_diff(old, data, from_label="head", to_label="candidate"),
+            schema_ref=ref,
+        )
+
+    # --- writes ------------------------------------------------------------------------------------
+    def push(
+        self,
+        namespace: str,
+        name: str,
+        data: Any,
+        *,
+        actor: str,
+        message: str = "",
+        expected_version: int | None = None,
+        rollback_of: int | None = None,
+    ) -> PushResult:
+        """Validate ``data`` and make it the new head in one CAS-guarded transaction.
+
+        ``expected_version`` (0 = the config must not exist) makes the push conditional like an ETag: if the
+        head is elsewhere, VersionConflict. Without it, a lost race is re-read and retried a few times.
+        Identical content to the head writes nothing and reports "unchanged".
+        """
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        _clip(message, MAX_MESSAGE_CHARS, "message")
+        _clip(actor, MAX_AUTHOR_CHARS, "author")
+        attempts = 1 if expected_version is not None else PUSH_ATTEMPTS
+        for attempt in range(attempts):
+            try:
+                return self._push_once(namespace, name, data, actor, message, expected_version, rollback_of)
+            except VersionConflict:
+                if attempt + 1 >= attempts:
+                    raise
+                time.sleep(random.uniform(0.001, 0.01 * (attempt + 1)))
+        raise AssertionError("unreachable")
+
+    def _push_once(
+        self,
+        namespace: str,
+        name: str,
+        data: Any,
+        actor: str,
+        message: str,
+        expected_version: int | None,
+        rollback_of: int | None,
+    ) -> PushResult:
+        found = self._head(namespace, name)
+        head, head_entry = found if found else (None, None)
+        live_version = head.version if head and not head.deleted else 0
+        if expected_version is not None and expected_version != live_version:
+            raise VersionConflict(
+                f"{namespace}/{name}: expected version {expected_version}, but the head is {live_version}",
+                expected=expected_version,
+                actual=live_version,
+            )
+        schema_head, schema_entry, canonical = self._validated(namespace, name, data)
+        sha = sha256_hex(canonical)
+        if head is not None and not head.deleted and head.sha256 == sha:
+            return PushResult("unchanged", head)
+
+        version = head.version + 1 if head else 1
+        encoded = encode_data(data, canonical)
+        # Chunks go first, each its own PUT, keyed by content hash: the head flip below stays one transaction,
+        # and an orphan left by a lost race holds the same bytes any later writer would write.
+        for i, chunk in enumerate(encoded.chunks):
+            self.gateway.put(self.layout.blob_chunk(namespace, name, sha, i), chunk)
+        now = utcnow()
+        schema_ref = SchemaRef(namespace=namespace, name=name, version=schema_head.version)
+        record = VersionRecord(
+            namespace=namespace,
+            name=name,
+            version=version,
+            parent=head.version if head else None,
+            sha256=sha,
+            size=len(canonical),
+            schema_ref=schema_ref,
+            author=actor,
+            message=message,
+            created_at=now,
+            rollback_of=rollback_of,
+            encoding=encoded.encoding,
+            data=encoded.inline,
+            chunks=len(encoded.chunks),
+        )
+        new_head = HeadRecord(
+            namespace=namespace,
+            name=name,
+            version=version,
+            sha256=sha,
+            size=len(canonical),
+            schema_ref=schema_ref,
+            author=actor,
+            message=message,
+            created_at=now,
+        )
+        audit = new_entry(
+            actor=actor,
+            action="rollback" if rollback_of is not None else "push",
+            namespace=namespace,
+            name=name,
+            result="created",
+            status=201,
+            version=version,
+            from_version=rollback_of if rollback_of is not None else (head.version if head else None),
+            message=message,
+        )
+        self._commit(
+            [
+                op_check_index(self.layout.schema_head(namespace, name), schema_entry.modify_index),
+                op_create(self.layout.version(namespace, name, version), record.to_bytes()),
+                op_cas(
+                    self.layout.head(namespace, name),
+                    new_head.to_bytes(),
+                    head_entry.modify_index if head_entry else 0,
+                ),
+                self.audit.op(audit),
+            ],
+            f"{namespace}/{name}",
+        )
+        return PushResult("created", new_head)
+
+    def _commit(self, ops: list[TxnOp], what: str) -> None:
+        try:
+            self.gateway.txn(ops)
+        except VersionConflict as exc:
+            raise VersionConflict(f"{what}: another write landed first; re-read the head and retry") from exc
+
+    def rollback(
+        self,
+        namespace: str,
+        name: str,
+        to_version: int,
+        *,
+        actor: str,
+        message: str = "",
+        expected_version: int | None = None,
+    ) -> PushResult:
+        """A new version whose content equals ``to_version`` (history is never rewritten).
+
+        The old content is validated against the current schema like any push.
+        """
+        self.head(namespace, name)
+        record, data = self.get(namespace, name, to_version)
+        return self.push(
+            namespace,
+            name,
+            data,
+            actor=actor,
+            message=message or f"rollback to v{record.version}",
+            expected_version=expected_version,
+            rollback_of=record.version,
+        )
+
+    def delete(self, namespace: str, name: str, *, actor: str, message: str = "") -> PushResult:
+        """Mark the config deleted: its head becomes a tombstone, its history stays readable."""
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        _clip(message, MAX_MESSAGE_CHARS, "message")
+        found = self._head(namespace, name)
+        if found is None or found[0].deleted:
+            raise NotFound(f"config {namespace}/{name} does not exist")
+        head, entry = found
+        tombstone = head.model_copy(
+            update={"deleted": True, "author": actor, "message": message or "deleted", "created_at": utcnow()}
+        )
+        audit = new_entry(
+            actor=actor,
+            action="delete",
+            namespace=namespace,
+            name=name,
+            result="deleted",
+            status=200,
+            version=head.version,
+            message=message,
+        )
+        self._commit(
+            [
+                op_cas(self.layout.head(namespace, name), tombstone.to_bytes(), entry.modify_index),
+                self.audit.op(audit),
+            ],
+            f"{namespace}/{name}",
+        )
+        return PushResult("created", tombstone)
+
+    def register_schema(
+        self, namespace: str, name: str, schema: Any, *, actor: str, message: str = "", force: bool = False
+    ) -> SchemaResult:
+        """Register a schema version; refuses one the current head would fail unless ``force``."""
+
+        def current() -> Any | None:
+            found = self._head(namespace, name)
+            if found is None or found[0].deleted:
+                return None
+            return self.data(self.version(namespace, name, found[0].version))
+
+        return self.schemas.register(
+            namespace, name, schema, actor=actor, message=message, force=force, current_config=current
+        )
+
+    def record_rejection(self, entry: AuditRecord) -> None:
+        """Append the audit entry of a rejected write attempt (the only write a rejection makes)."""
+        # Consul being down is why many writes fail; then the caller's error is the one that matters.
+        with contextlib.suppress(ConfigdError):
+            self.audit.append(entry)
