@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jsonschema import Draft202012Validator
+
 from configd_client._consul import (
     ConsulGateway,
     KVEntry,
@@ -59,7 +61,6 @@ from configd_client._records import (
     sha256_hex,
     utcnow,
 )
-from jsonschema import Draft202012Validator
 
 from .audit import AuditLog, new_entry
 from .validation import compile_schema, config_errors, schema_errors

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from configd_client._exceptions import ErrorDetail
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+
+from configd_client._exceptions import ErrorDetail
 
 MAX_REPORTED_ERRORS = 500
 

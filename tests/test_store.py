@@ -213,7 +213,7 @@ def test_four_megabyte_config_round_trips(gateway: ConsulGateway, layout: KeyLay
 def test_mid_size_config_is_compressed_inline(gateway: ConsulGateway, layout: KeyLayout) -> None:
     store = ConfigStore(gateway, layout)
     store.register_schema("big", "text", {"type": "object"}, actor="a")
-    data = {"rows": [{"id": i, "name": "row number %d" % i, "enabled": True} for i in range(20000)]}
+    data = {"rows": [{"id": i, "name": f"row number {i}", "enabled": True} for i in range(20000)]}
     store.push("big", "text", data, actor="a")
     record, back = store.get("big", "text")
     assert record.encoding == "gzip+base64" and back == data
