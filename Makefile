@@ -38,7 +38,7 @@ lint: install
 	$(MAKE) typecheck
 
 schemas: install
-	$(PY) -m configd.records_schemas schemas
+	$(PY) -m configd.record_schemas schemas
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

@@ -14,6 +14,7 @@ Every ``requests``/``consul`` failure becomes a :mod:`configd_client` exception 
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import os
 import time
@@ -166,7 +167,7 @@ class ConsulGateway:
 
     def list(
         self, prefix: str, *, index: int | None = None, wait: str | None = None, consistent: bool = False
-    ) -> tuple[int, list[KVEntry]]:
+    ) -> tuple[int, builtins.list[KVEntry]]:
         """Every key under ``prefix`` with the X-Consul-Index; blocks when ``index`` is given.
 
         A blocking query with ``index`` 0 would return at once, so callers must never pass 0
@@ -181,7 +182,7 @@ class ConsulGateway:
         )
         return int(raw_index), [_entry(item) for item in raw or []]
 
-    def keys(self, prefix: str, *, separator: str | None = None) -> list[str]:
+    def keys(self, prefix: str, *, separator: str | None = None) -> builtins.list[str]:
         """Key names under ``prefix`` (up to ``separator``), sorted as Consul sorts them."""
         _, raw = self._call("kv.keys", lambda: self._client.kv.get(prefix, keys=True, separator=separator))
         return list(raw or [])
@@ -195,7 +196,7 @@ class ConsulGateway:
     def delete(self, key: str, *, recurse: bool = False) -> None:
         self._call("kv.delete", lambda: self._client.kv.delete(key, recurse=recurse))
 
-    def txn(self, ops: list[TxnOp]) -> list[KVEntry]:
+    def txn(self, ops: builtins.list[TxnOp]) -> builtins.list[KVEntry]:
         """Run ``ops`` as one atomic Consul transaction; returns the KV results in op order.
 
         Consul rolls the whole transaction back when any check fails and answers 409 with the failing op;
@@ -207,7 +208,7 @@ class ConsulGateway:
         if len(body) > CONSUL_TXN_MAX_BYTES:
             raise ConfigdError(f"transaction is {len(body)} bytes; Consul allows {CONSUL_TXN_MAX_BYTES}")
 
-        def answer(response: consul.base.Response) -> list[KVEntry]:
+        def answer(response: consul.base.Response) -> builtins.list[KVEntry]:
             if response.code == 200:
                 results = json.loads(response.body).get("Results") or []
                 return [_entry(r["KV"]) for r in results if "KV" in r]
@@ -223,10 +224,11 @@ class ConsulGateway:
                 raise ConfigdError(f"Consul refused the transaction as too large: {response.body}")
             raise ConsulUnavailable(f"Consul failed the transaction ({response.code}): {response.body}")
 
-        return self._call(
+        results: builtins.list[KVEntry] = self._call(
             "txn",
             lambda: self._client.http.put(answer, "/v1/txn", data=body, headers=self._client.prepare_headers()),
         )
+        return results
 
     # --- sessions and status ---------------------------------------------------------------------------
     def session_create(self, name: str, ttl_seconds: int, *, behavior: str = "delete") -> str:

@@ -57,7 +57,7 @@ def validate_name(value: str, what: str = "name") -> str:
         raise InvalidName(f"{what} must be a non-empty string")
     if len(value) > NAME_MAX_LENGTH:
         raise InvalidName(f"{what} {value[:80]!r}… is longer than {NAME_MAX_LENGTH} characters")
-    if not _NAME_RE.match(value) or ".." in value:
+    if not _NAME_RE.fullmatch(value) or ".." in value:
         raise InvalidName(
             f"{what} {value!r} is invalid: use lowercase letters, digits, '.', '_' and '-', "
             "start with a letter or digit, and no '..'"

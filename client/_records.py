@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,7 +81,7 @@ class _Record(BaseModel):
         return self.model_dump_json(exclude_none=False).encode()
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> Any:
+    def from_bytes(cls, raw: bytes) -> Self:
         try:
             return cls.model_validate_json(raw)
         except ValueError as exc:

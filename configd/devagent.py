@@ -41,7 +41,8 @@ def consul_binary() -> str:
 
 def free_ports(count: int) -> list[int]:
     """Distinct free TCP ports on 127.0.0.1 (also free for UDP in practice: serf uses both)."""
-    sockets, ports = [], []
+    sockets: list[socket.socket] = []
+    ports: list[int] = []
     try:
         while len(ports) < count:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
