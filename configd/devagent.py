@@ -172,3 +172,72 @@ class ConsulAgent:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+@dataclass
+class ConsulCluster:
+    """Three (or five) Consul servers plus one client agent on loopback, as in production.
+
+    Applications and configd talk to the client agent (:attr:`http_addr`); servers can be killed and restarted
+    to force leader elections. ``raft_multiplier = 1`` is HashiCorp's production setting: a new leader in ~3 s.
+    """
+
+    size: int = 3
+    servers: list[ConsulAgent] = field(default_factory=list)
+    client: ConsulAgent | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="configd-cluster-")))
+
+    def start(self, timeout: float = 60.0) -> ConsulCluster:
+        binary = consul_binary()
+        all_ports = [AgentPorts.allocate() for _ in range(self.size + 1)]
+        joins: list[str] = []
+        for ports in all_ports[: self.size]:
+            joins += ["-retry-join", f"127.0.0.1:{ports.serf_lan}"]
+        joins += ["-retry-interval", "1s"]
+        hcl = "performance { raft_multiplier = 1 }\n"
+        for i, ports in enumerate(all_ports[: self.size]):
+            data_dir = self.workdir / f"server{i}"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            args = ["-server", "-bootstrap-expect", str(self.size), "-data-dir", str(data_dir), *joins]
+            agent = ConsulAgent(args=args, ports=ports, name=f"server{i}", extra_hcl=hcl, binary=binary)
+            self.servers.append(agent.start(wait_for_leader=False))
+        data_dir = self.workdir / "client"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.client = ConsulAgent(
+            args=["-data-dir", str(data_dir), *joins],
+            ports=all_ports[self.size],
+            name="client0",
+            extra_hcl=hcl,
+            binary=binary,
+        ).start(wait_for_leader=False)
+        self.client.wait_ready(timeout)
+        return self
+
+    @property
+    def http_addr(self) -> str:
+        assert self.client is not None
+        return self.client.http_addr
+
+    def leader_agent(self) -> ConsulAgent | None:
+        """The server agent that is the Raft leader now, if any."""
+        leader = self.client.leader() if self.client else ""
+        for agent in self.servers:
+            if leader.endswith(f":{agent.ports.server}") and agent.process and agent.process.poll() is None:
+                return agent
+        return None
+
+    def restart(self, agent: ConsulAgent) -> None:
+        """Start a killed server again with the same ports and data directory."""
+        agent.kill()
+        agent.start(wait_for_leader=False)
+
+    def cleanup(self) -> None:
+        for agent in [*self.servers, *([self.client] if self.client else [])]:
+            agent.cleanup()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> ConsulCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
