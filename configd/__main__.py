@@ -1,0 +1,74 @@
+"""``configd serve`` and ``configd dev``: the server's command line (argparse; the server extra has no typer)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from configd_client._exceptions import ConfigdError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="configd", description="configd: configuration center on Consul")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP API against a Consul agent")
+    serve.add_argument("--consul", dest="consul_addr", help="Consul HTTP address (env CONSUL_HTTP_ADDR)")
+    serve.add_argument("--host", help="listen address (env CONFIGD_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (env CONFIGD_PORT, default 8080)")
+    serve.add_argument("--prefix", help="Consul key prefix (env CONFIGD_PREFIX, default configd)")
+    serve.add_argument("--tokens-file", dest="tokens_file", help="bearer tokens JSON (env CONFIGD_TOKENS_FILE)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    dev = commands.add_parser("dev", help="throwaway Consul dev agent + server on 127.0.0.1:8080 + example data")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--examples", default=None, help="directory with schemas/ and configs/ (default: examples/)")
+    dev.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .settings import ServerSettings
+
+    overrides: dict[str, Any] = {
+        key: getattr(args, key)
+        for key in ("consul_addr", "host", "port", "prefix", "tokens_file")
+        if getattr(args, key) is not None
+    }
+    settings = ServerSettings(**overrides)
+    if settings.tokens_file is None:
+        print("configd serve: no tokens file (--tokens-file or CONFIGD_TOKENS_FILE); every API call would be 401")
+        return 2
+    app = create_app(settings)
+    print(
+        f"configd serving on http://{settings.host}:{settings.port} (Consul {settings.consul_addr}, "
+        f"prefix {settings.prefix!r}, {len(app.state.configd.tokens)} tokens)",
+        flush=True,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        from .dev import run_dev
+
+        return run_dev(host=args.host, port=args.port, examples=args.examples, log_level=args.log_level)
+    except ConfigdError as exc:
+        print(f"configd: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""The HTTP API: one router per resource."""
+
+from fastapi import APIRouter
+
+from . import audit, clients, configs, health, schemas
+
+ROUTERS: tuple[APIRouter, ...] = (schemas.router, configs.router, audit.router, clients.router, health.router)
+
+__all__ = ["ROUTERS"]

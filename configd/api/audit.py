@@ -1,0 +1,34 @@
+"""``/api/v1/audit``: every accepted write and every rejected write attempt, newest first."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from .deps import Reader, Store
+from .models import AuditEntry, AuditView, ErrorBody
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+
+@router.get(
+    "",
+    response_model=AuditView,
+    responses={code: {"model": ErrorBody} for code in (401, 403, 422, 503)},
+    summary="The audit log",
+)
+def list_audit(
+    principal: Reader,
+    store: Store,
+    namespace: Annotated[str | None, Query(description="one namespace; default: every namespace you may read")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AuditView:
+    if namespace:
+        principal.authorize("reader", namespace)
+        records = store.audit.list(namespace, limit)
+    else:
+        # Entries of namespaces the token may not read are skipped; read a few more so a page stays full.
+        wanted = limit if principal.namespaces == ("*",) else limit * 4
+        records = [r for r in store.audit.list(None, wanted) if principal.covers(r.namespace)][:limit]
+    return AuditView(entries=[AuditEntry.of(r) for r in records])

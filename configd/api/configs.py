@@ -1,0 +1,201 @@
+"""``/api/v1/configs``: push, read, history, diff, rollback, validate and delete versioned configs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from configd_client._exceptions import NotFound
+
+from .deps import DeleteAdmin, Pusher, Reader, RollbackEditor, State, Store, body_openapi, json_body, note_message
+from .models import (
+    ChangeItem,
+    ConfigSummary,
+    DeleteResult,
+    DiffView,
+    ErrorBody,
+    ErrorItem,
+    HistoryView,
+    NamespaceSummary,
+    NamespacesView,
+    NamespaceView,
+    PushBody,
+    RollbackBody,
+    ValidateBody,
+    ValidateView,
+    VersionSummary,
+    VersionView,
+    WriteResult,
+)
+
+router = APIRouter(prefix="/api/v1/configs", tags=["configs"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)
+}
+_UNCHANGED: dict[int | str, dict[str, object]] = {
+    200: {"model": WriteResult, "description": "identical to the head: nothing written"}
+}
+
+PushDoc = Annotated[PushBody, Depends(json_body(PushBody))]
+RollbackDoc = Annotated[RollbackBody, Depends(json_body(RollbackBody))]
+ValidateDoc = Annotated[ValidateBody, Depends(json_body(ValidateBody))]
+
+
+def _written(response: Response, status_name: str) -> None:
+    response.status_code = status.HTTP_201_CREATED if status_name == "created" else status.HTTP_200_OK
+
+
+@router.get("", response_model=NamespacesView, responses=_ERRORS, summary="Namespaces and their config counts")
+def list_namespaces(principal: Reader, store: Store) -> NamespacesView:
+    summaries = []
+    for namespace, heads in sorted(store.namespaces().items()):
+        if not principal.covers(namespace):
+            continue
+        latest = max(heads, key=lambda h: h.created_at)
+        summaries.append(
+            NamespaceSummary(
+                namespace=namespace,
+                configs=len(heads),
+                latest_change=latest.created_at,
+                latest_author=latest.author,
+            )
+        )
+    return NamespacesView(namespaces=summaries)
+
+
+@router.get("/{ns}", response_model=NamespaceView, responses=_ERRORS, summary="The configs of a namespace")
+def list_configs(ns: str, _: Reader, store: Store) -> NamespaceView:
+    heads = store.heads(ns)
+    if not heads:
+        raise NotFound(f"namespace {ns} has no configs")
+    return NamespaceView(namespace=ns, configs=[ConfigSummary.of(h) for h in heads])
+
+
+@router.put(
+    "/{ns}/{name}",
+    response_model=WriteResult,
+    status_code=status.HTTP_201_CREATED,
+    responses={**_UNCHANGED, **_ERRORS},
+    openapi_extra=body_openapi(PushBody),
+    summary="Push a new version",
+)
+def push_config(ns: str, name: str, principal: Pusher, body: PushDoc, state: State, response: Response) -> WriteResult:
+    """Validate against the current schema and make it the head: 201, or 200 when identical to the head.
+    ``expected_version`` makes it conditional (409 when the head is elsewhere; 0 = must not exist yet)."""
+    result = state.store.push(
+        ns, name, body.data, actor=principal.name, message=body.message, expected_version=body.expected_version
+    )
+    state.metrics.write("push", result.status)
+    _written(response, result.status)
+    return WriteResult.of(result.status, result.head)
+
+
+@router.get("/{ns}/{name}", response_model=VersionView, responses=_ERRORS, summary="The head version with its data")
+def get_config(ns: str, name: str, _: Reader, store: Store) -> VersionView:
+    record, data = store.get(ns, name)
+    return VersionView.with_data(record, data)
+
+
+@router.delete("/{ns}/{name}", response_model=DeleteResult, responses=_ERRORS, summary="Delete a config")
+def delete_config(
+    ns: str,
+    name: str,
+    principal: DeleteAdmin,
+    state: State,
+    request: Request,
+    message: Annotated[str, Query(max_length=1000)] = "",
+) -> DeleteResult:
+    """The head becomes a tombstone; history stays readable. Applications keep their last applied version."""
+    note_message(request, message)
+    result = state.store.delete(ns, name, actor=principal.name, message=message)
+    state.metrics.write("delete", "deleted")
+    return DeleteResult(namespace=ns, name=name, version=result.head.version)
+
+
+@router.get("/{ns}/{name}/versions", response_model=HistoryView, responses=_ERRORS, summary="History, newest first")
+def list_versions(
+    ns: str,
+    name: str,
+    _: Reader,
+    store: Store,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="only versions below this one")] = None,
+) -> HistoryView:
+    page = store.history(ns, name, limit=limit, before=before)
+    return HistoryView(
+        namespace=ns,
+        name=name,
+        total=page.total,
+        versions=[VersionSummary.of(r) for r in page.versions],
+        next_before=page.next_before,
+    )
+
+
+@router.get("/{ns}/{name}/versions/{version}", response_model=VersionView, responses=_ERRORS, summary="One version")
+def get_version(ns: str, name: str, version: int, _: Reader, store: Store) -> VersionView:
+    record, data = store.get(ns, name, version)
+    return VersionView.with_data(record, data)
+
+
+@router.get("/{ns}/{name}/diff", response_model=DiffView, responses=_ERRORS, summary="Differences between versions")
+def diff_versions(
+    ns: str,
+    name: str,
+    _: Reader,
+    store: Store,
+    from_version: Annotated[
+        int | None, Query(alias="from", ge=1, description="default: the version before `to`")
+    ] = None,
+    to_version: Annotated[int | None, Query(alias="to", ge=1, description="default: the head")] = None,
+) -> DiffView:
+    to = to_version if to_version is not None else store.head(ns, name).version
+    start = from_version if from_version is not None else max(1, to - 1)
+    diff = store.diff(ns, name, start, to)
+    return DiffView.model_validate(
+        {
+            "from": diff.from_version,
+            "to": diff.to_version,
+            "changes": [ChangeItem.of(c) for c in diff.changes],
+            "unified": diff.unified,
+        }
+    )
+
+
+@router.post(
+    "/{ns}/{name}/rollback",
+    response_model=WriteResult,
+    status_code=status.HTTP_201_CREATED,
+    responses={**_UNCHANGED, **_ERRORS},
+    openapi_extra=body_openapi(RollbackBody),
+    summary="Roll back (as a new version)",
+)
+def rollback_config(
+    ns: str, name: str, principal: RollbackEditor, body: RollbackDoc, state: State, response: Response
+) -> WriteResult:
+    """A new version with the content of ``to_version``, validated against the current schema."""
+    result = state.store.rollback(
+        ns, name, body.to_version, actor=principal.name, message=body.message, expected_version=body.expected_version
+    )
+    state.metrics.write("rollback", result.status)
+    _written(response, result.status)
+    return WriteResult.of(result.status, result.head)
+
+
+@router.post(
+    "/{ns}/{name}/validate",
+    response_model=ValidateView,
+    responses=_ERRORS,
+    openapi_extra=body_openapi(ValidateBody),
+    summary="Dry run: validation and diff against the head, nothing written",
+)
+def validate_config(ns: str, name: str, _: Reader, body: ValidateDoc, store: Store) -> ValidateView:
+    run = store.dry_run(ns, name, body.data)
+    return ValidateView(
+        valid=run.valid,
+        errors=[ErrorItem.of(e) for e in run.errors],
+        head_version=run.head_version,
+        changes=[ChangeItem.of(c) for c in run.changes],
+        unified=run.unified,
+    )

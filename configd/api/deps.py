@@ -1,0 +1,215 @@
+"""FastAPI dependencies as ``Annotated`` aliases: the server state, the caller's principal, JSON request bodies.
+
+Write endpoints declare their principal FIRST and their body second: FastAPI resolves dependencies in
+declaration order, so a write attempt is identified (action, namespace, actor) before its body is read, and
+the exception handlers can audit every rejection, including 401/403 and unreadable bodies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+
+from configd_client._exceptions import ErrorDetail, InvalidConfig, InvalidName, ValidationFailed
+from configd_client._layout import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, validate_name
+from configd_client._records import json_depth
+
+from ..auth import Principal, Role, TokenBook
+from ..errors import BadRequest, RequestTooLarge, UnsupportedMediaType
+from ..metrics import ServerMetrics
+from ..settings import ServerSettings
+from ..store import ConfigStore
+
+# The body wraps the config (``{"data": …, "message": …}``) and may be pretty-printed, so it may be somewhat
+# larger than the canonical limit; anything beyond this is refused before a byte of it is parsed.
+MAX_REQUEST_BYTES = MAX_CONFIG_BYTES + 1024 * 1024
+# Envelope levels a body adds around the document (``{"data": …}``), on top of the document's own limit.
+_ENVELOPE_DEPTH = 2
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """Everything a request needs, built once per app (``app.state.configd``)."""
+
+    settings: ServerSettings
+    store: ConfigStore
+    tokens: TokenBook
+    metrics: ServerMetrics
+
+
+@dataclass(frozen=True)
+class WriteAttempt:
+    """What a write request tries to do; the exception handlers audit it when it is rejected."""
+
+    action: str
+    namespace: str | None
+    name: str | None
+    actor: str = "(unauthenticated)"
+    message: str = ""
+
+
+def get_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.configd
+    return state
+
+
+def get_store(request: Request) -> ConfigStore:
+    return get_state(request).store
+
+
+State = Annotated[ServerState, Depends(get_state)]
+Store = Annotated[ConfigStore, Depends(get_store)]
+
+_bearer = HTTPBearer(auto_error=False, description="A token from the server's tokens file")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _valid(value: Any, what: str) -> str | None:
+    try:
+        return validate_name(value, what) if isinstance(value, str) else None
+    except InvalidName:
+        return None
+
+
+def current_attempt(request: Request) -> WriteAttempt | None:
+    attempt: WriteAttempt | None = getattr(request.state, "attempt", None)
+    return attempt
+
+
+def note_message(request: Request, message: str) -> None:
+    """Attach the write's message to the attempt, so a rejection's audit entry carries it."""
+    attempt = current_attempt(request)
+    if attempt is not None:
+        request.state.attempt = replace(attempt, message=message[:1000])
+
+
+class Authorize:
+    """Authenticate the bearer token and require ``role`` in the path's namespace (``{ns}``) when there is one.
+
+    With ``action`` the request is a write: it is recorded as a :class:`WriteAttempt` before anything can fail.
+    """
+
+    def __init__(self, role: Role, action: str | None = None) -> None:
+        self.role = role
+        self.action = action
+
+    async def __call__(self, request: Request, credentials: Credentials) -> Principal:
+        namespace = _valid(request.path_params.get("ns"), "namespace")
+        if self.action is not None and namespace is not None:
+            request.state.attempt = WriteAttempt(
+                self.action, namespace, _valid(request.path_params.get("name"), "name")
+            )
+        token = credentials.credentials if credentials is not None else None
+        principal = get_state(request).tokens.authenticate(token)
+        attempt = current_attempt(request)
+        if attempt is not None:
+            request.state.attempt = replace(attempt, actor=principal.name)
+        # An invalid namespace in the path is the handler's InvalidName (422), not a 403.
+        principal.authorize(self.role, namespace)
+        return principal
+
+
+Reader = Annotated[Principal, Depends(Authorize("reader"))]
+Pusher = Annotated[Principal, Depends(Authorize("editor", action="push"))]
+RollbackEditor = Annotated[Principal, Depends(Authorize("editor", action="rollback"))]
+SchemaAdmin = Annotated[Principal, Depends(Authorize("admin", action="schema.register"))]
+DeleteAdmin = Annotated[Principal, Depends(Authorize("admin", action="delete"))]
+
+
+# --- JSON bodies -------------------------------------------------------------------------------------------
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON: declared as JSON (415), at most MAX_REQUEST_BYTES (413), UTF-8 (400), parseable,
+    finite and not too deep (422). Too-large bodies are refused from Content-Length, or as soon as the stream
+    passes the limit, never buffered whole."""
+    content_type = request.headers.get("content-type")
+    if content_type is not None and not _is_json(content_type):
+        raise UnsupportedMediaType(f"the body must be JSON (Content-Type: application/json), not {content_type!r}")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise RequestTooLarge(int(declared), MAX_REQUEST_BYTES)
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > MAX_REQUEST_BYTES:
+            raise RequestTooLarge(None, MAX_REQUEST_BYTES)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise InvalidConfig("the request body is empty; send a JSON document")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the request body is not UTF-8: {exc}") from exc
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise InvalidConfig(f"the request body is nested far deeper than {MAX_JSON_DEPTH} levels") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidConfig(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    if json_depth(value, MAX_JSON_DEPTH + _ENVELOPE_DEPTH) > MAX_JSON_DEPTH + _ENVELOPE_DEPTH:
+        raise InvalidConfig(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidConfig(f"the request body contains {name}, which JSON cannot represent portably")
+
+
+def body_errors(exc: ValidationError) -> list[ErrorDetail]:
+    """pydantic's errors as JSON Pointer paths into the body."""
+    found = []
+    for error in exc.errors(include_url=False, include_input=False):
+        path = "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in error["loc"])
+        found.append(ErrorDetail(path if error["loc"] else "/", error["msg"]))
+    return found
+
+
+def parse_model(model: type[M], value: Any) -> M:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise ValidationFailed("the request body does not have the expected shape", body_errors(exc)) from exc
+
+
+def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
+    """A dependency that reads the body as JSON and validates it as ``model``."""
+
+    async def dependency(request: Request) -> M:
+        parsed = parse_model(model, await read_json(request))
+        message = getattr(parsed, "message", None)
+        if isinstance(message, str):
+            note_message(request, message)
+        return parsed
+
+    return dependency
+
+
+JSONDocument = Annotated[Any, Depends(read_json)]
+
+
+def body_openapi(model: type[BaseModel] | None = None, description: str = "") -> dict[str, Any]:
+    """The OpenAPI requestBody of a route whose body is read by :func:`read_json` instead of FastAPI."""
+    schema: dict[str, Any] = model.model_json_schema() if model is not None else {"type": "object"}
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }

@@ -1,0 +1,290 @@
+"""Request bodies and response shapes of the HTTP API (the contract in docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from configd_client._diff import Change
+from configd_client._exceptions import ErrorDetail
+from configd_client._layout import MAX_MESSAGE_CHARS
+from configd_client._records import AuditRecord, HeadRecord, SchemaVersionRecord, VersionRecord
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PushBody(_Body):
+    data: Any = Field(description="the config document (a JSON object)")
+    message: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
+    expected_version: int | None = Field(default=None, ge=0, description="the head you expect; 0 = must not exist")
+
+
+class RollbackBody(_Body):
+    to_version: int = Field(ge=1)
+    message: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class ValidateBody(_Body):
+    data: Any = Field(description="the candidate config document")
+
+
+# --- responses -------------------------------------------------------------------------------------------
+class ErrorItem(BaseModel):
+    path: str
+    message: str
+
+    @classmethod
+    def of(cls, detail: ErrorDetail) -> ErrorItem:
+        return cls(path=detail.path, message=detail.message)
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    errors: list[ErrorItem] | None = None
+
+
+class ChangeItem(BaseModel):
+    op: Literal["add", "remove", "replace"]
+    path: str
+    old: Any = None
+    new: Any = None
+
+    @classmethod
+    def of(cls, change: Change) -> ChangeItem:
+        return cls(op=change.op, path=change.path, old=change.old, new=change.new)
+
+
+class SchemaWriteResult(BaseModel):
+    status: Literal["created", "unchanged"]
+    namespace: str
+    name: str
+    version: int
+    sha256: str
+
+
+class SchemaView(BaseModel):
+    namespace: str
+    name: str
+    version: int
+    sha256: str
+    author: str
+    message: str
+    created_at: str
+    forced: bool
+    schema_: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
+    versions: list[int]
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @classmethod
+    def of(cls, record: SchemaVersionRecord, versions: list[int]) -> SchemaView:
+        return cls(
+            namespace=record.namespace,
+            name=record.name,
+            version=record.version,
+            sha256=record.sha256,
+            author=record.author,
+            message=record.message,
+            created_at=record.created_at,
+            forced=record.forced,
+            schema=record.json_schema,
+            versions=versions,
+        )
+
+
+class WriteResult(BaseModel):
+    status: Literal["created", "unchanged"]
+    namespace: str
+    name: str
+    version: int
+    sha256: str
+    size: int
+    author: str
+    message: str
+    created_at: str
+    schema_version: int
+
+    @classmethod
+    def of(cls, status: Literal["created", "unchanged"], head: HeadRecord) -> WriteResult:
+        return cls(
+            status=status,
+            namespace=head.namespace,
+            name=head.name,
+            version=head.version,
+            sha256=head.sha256,
+            size=head.size,
+            author=head.author,
+            message=head.message,
+            created_at=head.created_at,
+            schema_version=head.schema_ref.version,
+        )
+
+
+class DeleteResult(BaseModel):
+    status: Literal["deleted"] = "deleted"
+    namespace: str
+    name: str
+    version: int
+
+
+class VersionSummary(BaseModel):
+    namespace: str
+    name: str
+    version: int
+    parent: int | None
+    sha256: str
+    size: int
+    schema_version: int
+    author: str
+    message: str
+    created_at: str
+    rollback_of: int | None
+
+    @classmethod
+    def fields_of(cls, record: VersionRecord) -> dict[str, Any]:
+        return {
+            "namespace": record.namespace,
+            "name": record.name,
+            "version": record.version,
+            "parent": record.parent,
+            "sha256": record.sha256,
+            "size": record.size,
+            "schema_version": record.schema_ref.version,
+            "author": record.author,
+            "message": record.message,
+            "created_at": record.created_at,
+            "rollback_of": record.rollback_of,
+        }
+
+    @classmethod
+    def of(cls, record: VersionRecord) -> VersionSummary:
+        return cls(**cls.fields_of(record))
+
+
+class VersionView(VersionSummary):
+    data: Any
+
+    @classmethod
+    def with_data(cls, record: VersionRecord, data: Any) -> VersionView:
+        return cls(**cls.fields_of(record), data=data)
+
+
+class HistoryView(BaseModel):
+    namespace: str
+    name: str
+    total: int
+    versions: list[VersionSummary]
+    next_before: int | None
+
+
+class DiffView(BaseModel):
+    from_: int = Field(alias="from", serialization_alias="from")
+    to: int
+    changes: list[ChangeItem]
+    unified: str
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ValidateView(BaseModel):
+    valid: bool
+    errors: list[ErrorItem]
+    head_version: int | None
+    changes: list[ChangeItem]
+    unified: str
+
+
+class NamespaceSummary(BaseModel):
+    namespace: str
+    configs: int
+    latest_change: str | None
+    latest_author: str | None
+
+
+class NamespacesView(BaseModel):
+    namespaces: list[NamespaceSummary]
+
+
+class ConfigSummary(BaseModel):
+    name: str
+    version: int
+    sha256: str
+    size: int
+    schema_version: int
+    author: str
+    message: str
+    created_at: str
+
+    @classmethod
+    def of(cls, head: HeadRecord) -> ConfigSummary:
+        return cls(
+            name=head.name,
+            version=head.version,
+            sha256=head.sha256,
+            size=head.size,
+            schema_version=head.schema_ref.version,
+            author=head.author,
+            message=head.message,
+            created_at=head.created_at,
+        )
+
+
+class NamespaceView(BaseModel):
+    namespace: str
+    configs: list[ConfigSummary]
+
+
+class AuditEntry(BaseModel):
+    id: str
+    at: str
+    actor: str
+    action: str
+    namespace: str
+    name: str | None
+    result: str
+    status: int
+    version: int | None
+    from_version: int | None
+    message: str
+    detail: str
+
+    @classmethod
+    def of(cls, record: AuditRecord) -> AuditEntry:
+        return cls.model_validate(record.model_dump(exclude={"kind"}))
+
+
+class AuditView(BaseModel):
+    entries: list[AuditEntry]
+
+
+class AppliedConfig(BaseModel):
+    name: str
+    applied_version: int
+    head_version: int | None
+    current: bool
+
+
+class ClientView(BaseModel):
+    instance: str
+    application: str
+    host: str
+    pid: int
+    started_at: str
+    updated_at: str
+    current: bool
+    configs: list[AppliedConfig]
+
+
+class ClientsView(BaseModel):
+    namespace: str
+    clients: list[ClientView]
+
+
+class HealthView(BaseModel):
+    status: Literal["ok", "unavailable"]
+    leader: str | None
+    detail: str

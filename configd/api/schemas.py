@@ -1,0 +1,60 @@
+"""``/api/v1/schemas``: register and read versioned JSON Schemas (admin writes, reader reads)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from .deps import JSONDocument, Reader, SchemaAdmin, State, Store, body_openapi, note_message
+from .models import ErrorBody, SchemaView, SchemaWriteResult
+
+router = APIRouter(prefix="/api/v1/schemas", tags=["schemas"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)
+}
+
+
+@router.put(
+    "/{ns}/{name}",
+    response_model=SchemaWriteResult,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": SchemaWriteResult, "description": "identical to the current schema"}, **_ERRORS},
+    openapi_extra=body_openapi(description="the JSON Schema (Draft 2020-12)"),
+    summary="Register a new schema version",
+)
+def put_schema(
+    ns: str,
+    name: str,
+    principal: SchemaAdmin,
+    schema: JSONDocument,
+    state: State,
+    request: Request,
+    response: Response,
+    force: Annotated[bool, Query(description="register even if the current config would fail it")] = False,
+    message: Annotated[str, Query(max_length=1000)] = "",
+) -> SchemaWriteResult:
+    """201 with the new version, or 200 when the schema equals the current one. 422 when it is not a valid
+    schema, or when the current config would fail it (register with ``force=true`` to override)."""
+    note_message(request, message)
+    result = state.store.register_schema(ns, name, schema, actor=principal.name, message=message, force=force)
+    state.metrics.write("schema.register", result.status)
+    if result.status == "unchanged":
+        response.status_code = status.HTTP_200_OK
+    record = result.record
+    return SchemaWriteResult(
+        status=result.status, namespace=record.namespace, name=record.name, version=record.version, sha256=record.sha256
+    )
+
+
+@router.get("/{ns}/{name}", response_model=SchemaView, responses=_ERRORS, summary="The current schema")
+def get_schema(ns: str, name: str, _: Reader, store: Store) -> SchemaView:
+    record = store.schemas.get(ns, name)
+    return SchemaView.of(record, store.schemas.versions(ns, name))
+
+
+@router.get("/{ns}/{name}/versions/{version}", response_model=SchemaView, responses=_ERRORS, summary="A schema version")
+def get_schema_version(ns: str, name: str, version: int, _: Reader, store: Store) -> SchemaView:
+    record = store.schemas.get(ns, name, version)
+    return SchemaView.of(record, store.schemas.versions(ns, name))

@@ -1,0 +1,197 @@
+"""The FastAPI application: routers, the exception → status mapping, and the audit of rejected writes.
+
+Every error body is ``{"detail": "…", "errors": [{"path", "message"}]}`` (``errors`` only when there are some).
+A rejected write attempt is audited here, in one place, with the status it got; that entry is the only
+write a rejection makes.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from configd_client._consul import ConsulGateway
+from configd_client._exceptions import (
+    ConfigdError,
+    ConfigTooLarge,
+    ConsulPermissionDenied,
+    ConsulUnavailable,
+    ErrorDetail,
+    InvalidConfig,
+    InvalidName,
+    NotFound,
+    ValidationFailed,
+    VersionConflict,
+)
+from configd_client._layout import KeyLayout
+
+from . import __version__
+from .api import ROUTERS
+from .api.deps import ServerState, current_attempt, get_state
+from .audit import new_entry
+from .auth import TokenBook
+from .errors import BadRequest, Forbidden, RequestTooLarge, Unauthenticated, UnsupportedMediaType
+from .metrics import ServerMetrics
+from .settings import ServerSettings
+from .store import ConfigStore
+
+log = logging.getLogger("configd")
+
+# Most specific first: the first class an exception is an instance of decides its status and metric reason.
+STATUS_BY_ERROR: tuple[tuple[type[ConfigdError], int, str], ...] = (
+    (Unauthenticated, 401, "unauthenticated"),
+    (Forbidden, 403, "forbidden"),
+    (BadRequest, 400, "bad_request"),
+    (UnsupportedMediaType, 415, "unsupported_media_type"),
+    (RequestTooLarge, 413, "too_large"),
+    (ConfigTooLarge, 413, "too_large"),
+    (VersionConflict, 409, "conflict"),
+    (NotFound, 404, "not_found"),
+    (ValidationFailed, 422, "validation"),
+    (InvalidName, 422, "invalid_name"),
+    (InvalidConfig, 422, "invalid_config"),
+    (ConsulPermissionDenied, 503, "consul_permission_denied"),
+    (ConsulUnavailable, 503, "consul_unavailable"),
+)
+
+
+def classify(exc: ConfigdError) -> tuple[int, str]:
+    """HTTP status and metric reason of a configd exception (pure)."""
+    for kind, code, reason in STATUS_BY_ERROR:
+        if isinstance(exc, kind):
+            return code, reason
+    return 500, "internal"
+
+
+def error_body(detail: str, errors: list[ErrorDetail] | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"detail": detail}
+    if errors:
+        body["errors"] = [e.as_dict() for e in errors]
+    body.update(extra)
+    return body
+
+
+def _detail(exc: ConfigdError, code: int, prefix: str) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, ConsulPermissionDenied):
+        return (
+            f"Consul refused configd's request: {text}. Give configd a Consul ACL token (CONSUL_HTTP_TOKEN) "
+            f"with write access to the key prefix '{prefix}/'"
+        )
+    if isinstance(exc, ConsulUnavailable):
+        return f"Consul is unavailable: {text}"
+    if code == 500:
+        return "internal error in configd; the server log has the details"
+    return text
+
+
+async def _reject(request: Request, code: int, reason: str, detail: str) -> None:
+    """Count a rejected write and append its audit entry (the only write a rejection makes)."""
+    attempt = current_attempt(request)
+    if attempt is None or attempt.namespace is None:
+        return
+    state = get_state(request)
+    state.metrics.rejection(attempt.action, reason)
+    entry = new_entry(
+        actor=attempt.actor,
+        action=attempt.action,
+        namespace=attempt.namespace,
+        name=attempt.name,
+        result="rejected",
+        status=code,
+        message=attempt.message,
+        detail=detail,
+    )
+    await run_in_threadpool(state.store.record_rejection, entry)
+
+
+async def _configd_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConfigdError)
+    code, reason = classify(exc)
+    detail = _detail(exc, code, get_state(request).settings.prefix)
+    if code == 500:
+        log.error("unexpected configd error on %s %s", request.method, request.url.path, exc_info=exc)
+    errors = exc.errors if isinstance(exc, ValidationFailed) else None
+    extra: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    if isinstance(exc, VersionConflict):
+        extra = {"expected": exc.expected, "actual": exc.actual}
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    await _reject(request, code, reason, detail)
+    return JSONResponse(error_body(detail, errors, **extra), status_code=code, headers=headers)
+
+
+def _pointer(loc: tuple[Any, ...] | list[Any]) -> str:
+    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc)
+
+
+async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [ErrorDetail(_pointer(e.get("loc", ())), str(e.get("msg", "invalid"))) for e in exc.errors()]
+    detail = "the request is invalid: " + "; ".join(f"{e.path}: {e.message}" for e in errors)
+    await _reject(request, 422, "validation", detail)
+    return JSONResponse(error_body(detail, errors), status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's ServerErrorMiddleware calls this and re-raises, so the traceback reaches the server log only.
+    incident = uuid.uuid4().hex[:12]
+    log.error("incident %s: unexpected error on %s %s", incident, request.method, request.url.path, exc_info=exc)
+    detail = f"internal error in configd (incident {incident}); the server log has the details"
+    await _reject(request, 500, "internal", detail)
+    return JSONResponse(error_body(detail), status_code=500)
+
+
+def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> FastAPI:
+    """A configd application for ``settings``; ``tokens`` defaults to the settings' tokens file (or none)."""
+    book = (
+        tokens
+        if tokens is not None
+        else TokenBook.from_file(settings.tokens_file)
+        if settings.tokens_file
+        else TokenBook()
+    )
+    metrics = ServerMetrics()
+    gateway = ConsulGateway(settings.consul_addr, token=settings.consul_token_value(), pool_size=64)
+    gateway.on_call = metrics.observe_consul_call
+    store = ConfigStore(gateway, KeyLayout(settings.prefix))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            gateway.close()
+
+    app = FastAPI(
+        title="configd",
+        version=__version__,
+        description=(
+            "Schema-checked, versioned configuration on HashiCorp Consul. Authenticate with "
+            "`Authorization: Bearer <token>`; roles reader < editor < admin, scoped to namespaces."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.configd = ServerState(settings=settings, store=store, tokens=book, metrics=metrics)
+    app.add_exception_handler(ConfigdError, _configd_error)
+    app.add_exception_handler(RequestValidationError, _request_invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

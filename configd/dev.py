@@ -1,0 +1,124 @@
+"""``configd dev``: a throwaway Consul dev agent, the server on 127.0.0.1:8080, dev tokens and example data.
+
+Everything it starts (the agent, its temp directory, the tokens file) is stopped and removed on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .devagent import PROJECT_ROOT, ConsulAgent
+from .store import ConfigStore
+
+EXAMPLES_DIR = PROJECT_ROOT / "examples"
+DEV_ACTOR = "dev-admin"
+# Stable on purpose: the README's curl examples use them verbatim. Never use them outside `configd dev`.
+DEV_TOKENS: tuple[dict[str, Any], ...] = (
+    {"name": "dev-admin", "token": "dev-admin-token", "role": "admin", "namespaces": ["*"]},
+    {"name": "dev-editor", "token": "dev-editor-token", "role": "editor", "namespaces": ["*"]},
+    {"name": "dev-reader", "token": "dev-reader-token", "role": "reader", "namespaces": ["*"]},
+)
+# A second version of one example, so that history and diff have something to show.
+SECOND_VERSION = (
+    "payments",
+    "service",
+    {"timeout_ms": 1500, "features": {"three_d_secure": True, "instant_refunds": True, "new_checkout": False}},
+    "slower acquirer in EU: raise timeout; enable instant refunds",
+)
+
+
+@dataclass(frozen=True)
+class LoadedExamples:
+    schemas: list[str]
+    configs: list[str]
+
+
+def load_examples(store: ConfigStore, root: Path = EXAMPLES_DIR) -> LoadedExamples:
+    """Register ``schemas/<ns>/<name>.schema.json``, push ``configs/<ns>/<name>.json``, then one second version."""
+    schemas, configs = [], []
+    for path in sorted((root / "schemas").glob("*/*.schema.json")):
+        namespace, name = path.parent.name, path.name.removesuffix(".schema.json")
+        store.register_schema(namespace, name, json.loads(path.read_text()), actor=DEV_ACTOR, message="example schema")
+        schemas.append(f"{namespace}/{name}")
+    for path in sorted((root / "configs").glob("*/*.json")):
+        namespace, name = path.parent.name, path.name.removesuffix(".json")
+        store.push(namespace, name, json.loads(path.read_text()), actor=DEV_ACTOR, message="example config")
+        configs.append(f"{namespace}/{name}")
+    namespace, name, patch, message = SECOND_VERSION
+    if f"{namespace}/{name}" in configs:
+        _, current = store.get(namespace, name)
+        store.push(namespace, name, {**current, **patch}, actor=DEV_ACTOR, message=message)
+    return LoadedExamples(schemas, configs)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_dev(*, host: str, port: int, examples: str | None, log_level: str) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .settings import ServerSettings
+
+    # SIGTERM before uvicorn installs its own handlers must still clean up the agent.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="configd-dev-"))
+    agent = ConsulAgent.dev(name="configd-dev")
+    try:
+        print("configd dev: starting a throwaway Consul dev agent …", flush=True)
+        agent.start(timeout=60)
+        tokens_file = workdir / "tokens.json"
+        tokens_file.write_text(json.dumps({"tokens": list(DEV_TOKENS)}, indent=2))
+        settings = ServerSettings(
+            consul_addr=agent.http_addr,
+            consul_token=None,
+            tokens_file=tokens_file,
+            prefix="configd",
+            host=host,
+            port=port,
+        )
+        app = create_app(settings)
+        loaded = load_examples(app.state.configd.store, Path(examples) if examples else EXAMPLES_DIR)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+        base = f"http://{host}:{port}"
+        banner = "\n".join(
+            [
+                "",
+                f"configd dev is running on {base}",
+                f"  Consul (throwaway dev agent): {agent.http_addr}",
+                f"  examples: {len(loaded.schemas)} schemas; configs {', '.join(loaded.configs)}",
+                f"  API docs: {base}/docs    UI: {base}/ui/    health: {base}/healthz",
+                "  admin token: dev-admin-token   (also dev-editor-token, dev-reader-token)",
+                f"  try: curl -H 'Authorization: Bearer dev-admin-token' {base}/api/v1/configs",
+                "Press Ctrl-C to stop the server and the Consul agent.",
+                "",
+            ]
+        )
+
+        def announce() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.05)
+            if server.started:
+                print(banner, flush=True)
+
+        threading.Thread(target=announce, daemon=True).start()
+        server.run()
+        return 0 if server.started else 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("configd dev: stopping the Consul agent …", flush=True)
+        agent.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+        print("configd dev: stopped", flush=True)

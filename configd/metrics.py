@@ -1,0 +1,47 @@
+"""Prometheus metrics of one server instance, in its own registry (two apps in one process never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+CONSUL_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
+
+
+class ServerMetrics:
+    """Pushes, rejected writes by reason, and the latency of every Consul call (fed by ``ConsulGateway.on_call``)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.writes = Counter(
+            "configd_pushes",
+            "Accepted writes (pushes, rollbacks, deletes, schema registrations) by action and result",
+            ["action", "result"],
+            registry=self.registry,
+        )
+        self.rejections = Counter(
+            "configd_rejections",
+            "Rejected write attempts by reason",
+            ["action", "reason"],
+            registry=self.registry,
+        )
+        self.consul_calls = Histogram(
+            "configd_consul_call_seconds",
+            "Latency of Consul calls by operation",
+            ["operation"],
+            buckets=CONSUL_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_consul_call(self, operation: str, seconds: float) -> None:
+        self.consul_calls.labels(operation=operation).observe(seconds)
+
+    def write(self, action: str, result: str) -> None:
+        self.writes.labels(action=action, result=result).inc()
+
+    def rejection(self, action: str, reason: str) -> None:
+        self.rejections.labels(action=action, reason=reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

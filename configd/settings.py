@@ -1,0 +1,42 @@
+"""The server's settings: environment variables through pydantic-settings, command-line flags on top."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from configd_client._consul import DEFAULT_ADDRESS
+from configd_client._layout import DEFAULT_PREFIX
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+class ServerSettings(BaseSettings):
+    """Where configd finds Consul and its tokens, and where it listens.
+
+    Environment: ``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN``, ``CONFIGD_TOKENS_FILE``, ``CONFIGD_PREFIX``,
+    ``CONFIGD_HOST``, ``CONFIGD_PORT``. Keyword arguments (the command-line flags) win over the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CONFIGD_", extra="ignore", populate_by_name=True, frozen=True)
+
+    consul_addr: str = Field(
+        default=DEFAULT_ADDRESS,
+        validation_alias=AliasChoices("consul_addr", "CONSUL_HTTP_ADDR"),
+        description="Consul's HTTP address",
+    )
+    consul_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("consul_token", "CONSUL_HTTP_TOKEN"),
+        description="configd's own Consul ACL token",
+    )
+    tokens_file: Path | None = Field(default=None, description="JSON file of the API's bearer tokens")
+    prefix: str = Field(default=DEFAULT_PREFIX, min_length=1, description="Consul key prefix of every record")
+    host: str = DEFAULT_HOST
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+
+    def consul_token_value(self) -> str | None:
+        return self.consul_token.get_secret_value() if self.consul_token is not None else None
