@@ -13,6 +13,7 @@ from configd_client._layout import validate_name
 
 from ._errors import ExitCode, UsageError
 from ._offline import validate_offline
+from ._render import when
 from ._session import JsonOpt, RefArg, Session, read_document, session, split_ref
 
 configs_app = typer.Typer()
@@ -115,7 +116,9 @@ def list_configs(
         if out.json_output:
             out.emit_json({"namespaces": spaces})
             return
-        summary = [(s["namespace"], s.get("configs"), s.get("latest_change"), s.get("latest_author")) for s in spaces]
+        summary = [
+            (s["namespace"], s.get("configs"), when(s.get("latest_change")), s.get("latest_author")) for s in spaces
+        ]
         out.table(None, ["namespace", "configs", "latest change", "by"], summary)
         return
     validate_name(namespace, "namespace")
@@ -130,7 +133,7 @@ def list_configs(
             f"v{c['schema_version']}" if c.get("schema_version") is not None else "",
             c.get("size"),
             c.get("author"),
-            c.get("created_at"),
+            when(c.get("created_at")),
             c.get("message"),
         )
         for c in configs
@@ -156,7 +159,7 @@ def history(
     rows = [
         (
             f"v{v.get('version')}",
-            v.get("created_at"),
+            when(v.get("created_at")),
             v.get("author"),
             f"rollback of v{v['rollback_of']}" if v.get("rollback_of") else "",
             str(v.get("sha256", ""))[:12],

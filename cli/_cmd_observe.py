@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from ._errors import ExitCode
+from ._render import when
 from ._session import JsonOpt, RefArg, Session, session, split_ref
 
 observe_app = typer.Typer()
@@ -31,7 +32,7 @@ def _show_version(state: Session, ref: str, version: dict[str, Any], diff: dict[
         return
     rollback = f" (rollback of v{version['rollback_of']})" if version.get("rollback_of") else ""
     state.output.line(
-        f"{ref} v{version['version']}{rollback} by {version.get('author')} at {version.get('created_at')}: "
+        f"{ref} v{version['version']}{rollback} by {version.get('author')} at {when(version.get('created_at'))}: "
         f"{version.get('message') or ''}".rstrip(),
         style="bold",
     )
@@ -102,7 +103,7 @@ def status(
                     client.get("instance"),
                     client.get("application"),
                     f"{client.get('host')}:{client.get('pid')}",
-                    client.get("updated_at"),
+                    when(client.get("updated_at")),
                     config.get("name"),
                     f"v{applied}" if applied is not None else "",
                     f"v{head}" if head is not None else "",

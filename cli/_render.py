@@ -22,6 +22,14 @@ def json_text(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+def when(timestamp: Any) -> str:
+    """``2026-01-02T03:04:05.123456Z`` as ``2026-01-02 03:04:05Z`` (tables; --json keeps the full value)."""
+    if not isinstance(timestamp, str) or "T" not in timestamp:
+        return "" if timestamp is None else str(timestamp)
+    day, _, clock = timestamp.partition("T")
+    return f"{day} {clock.split('.')[0].rstrip('Z')}Z"
+
+
 def short(value: Any, limit: int = 60) -> str:
     text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -80,9 +88,11 @@ class Output:
             self.out.print(Text(f"  {mark} {change.get('path') or '/'}: {detail}", style=style))
 
     def table(self, title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """A table whose last column (a message) wraps; the others never do."""
         table = Table(title=title, title_justify="left", header_style="bold")
-        for column in columns:
-            table.add_column(column, overflow="fold")
+        for index, column in enumerate(columns):
+            last = index == len(columns) - 1
+            table.add_column(column, overflow="fold", no_wrap=not last, ratio=1 if last else None)
         for row in rows:
             table.add_row(*("" if cell is None else str(cell) for cell in row))
         self.out.print(table)
