@@ -43,6 +43,7 @@ from .errors import BadRequest, Forbidden, RequestTooLarge, Unauthenticated, Uns
 from .metrics import ServerMetrics
 from .settings import ServerSettings
 from .store import ConfigStore
+from .ui import router as ui_router
 
 log = logging.getLogger("configd")
 
@@ -194,4 +195,5 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
     app.add_exception_handler(Exception, _unexpected)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(ui_router)
     return app
