@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONSUL_STAMP := .cache/consul/usr/bin/consul
 
-.PHONY: run test install consul lint typecheck schemas clean
+.PHONY: run test install consul chromium lint typecheck schemas screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "configd needs Python >= 3.11"; exit 1; }
@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-install: $(STAMP) consul
+install: $(STAMP) consul chromium
 
 consul:
 	@bash scripts/install-consul.sh >/dev/null
+
+chromium:
+	@bash scripts/install-chromium.sh
 
 run: install
 	$(PY) -m configd dev
@@ -36,6 +39,9 @@ typecheck: install
 lint: install
 	$(VENV)/bin/ruff check configd client cli tests scripts examples
 	$(MAKE) typecheck
+
+screenshots: install
+	$(PY) scripts/ui_screenshots.py docs/screenshots
 
 schemas: install
 	$(PY) -m configd.record_schemas schemas

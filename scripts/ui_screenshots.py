@@ -1,0 +1,135 @@
+"""Regenerate docs/screenshots/*.png: start `configd dev` on a free port, sign in, photograph the main UI pages.
+
+Run through `make screenshots`. Uses Debian's Chromium (scripts/install-chromium.sh); never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import Page, sync_playwright
+
+from configd.devagent import free_ports
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ADMIN_TOKEN = "dev-admin-token"  # configd dev's fixed admin token
+
+
+def start_dev(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "configd", "dev", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"configd dev exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop(process)
+    raise SystemExit(f"configd dev did not come up:\n{log_path.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)  # configd dev stops its Consul agent on SIGTERM
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def add_history(base: str) -> None:
+    """A few more versions, a rollback and a refused write, so that history, diff and audit look lived-in."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30) as http:
+        current = http.get("/api/v1/configs/payments/service").raise_for_status().json()
+        data = dict(current["data"])
+        data["retries"] = 4
+        data.setdefault("features", {})["new_checkout"] = True
+        http.put(
+            "/api/v1/configs/payments/service",
+            json={"data": data, "message": "enable the new checkout for everyone"},
+        ).raise_for_status()
+        http.post(
+            "/api/v1/configs/payments/service/rollback",
+            json={"to_version": 2, "message": "new checkout breaks 3DS on Safari"},
+        ).raise_for_status()
+    with httpx.Client(base_url=base, headers={"Authorization": "Bearer dev-reader-token"}, timeout=30) as http:
+        http.put("/api/v1/configs/payments/service", json={"data": data, "message": "readers cannot push"})
+
+
+def shoot(page: Page, base: str, path: str, target: Path) -> None:
+    page.goto(base + path)
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=str(target), full_page=True)
+    print(f"wrote {target.relative_to(ROOT)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", nargs="?", default=str(ROOT / "docs" / "screenshots"))
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(CHROMIUM, os.X_OK):
+        raise SystemExit(f"{CHROMIUM} is missing: run scripts/install-chromium.sh")
+    port = free_ports(1)[0]
+    base = f"http://127.0.0.1:{port}"
+    process = start_dev(port, out / ".configd-dev.log")
+    try:
+        add_history(base)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                wide = browser.new_page(viewport={"width": 1280, "height": 800})
+                wide.goto(f"{base}/ui/login")
+                wide.screenshot(path=str(out / "sign-in.png"))
+                wide.fill("#token", ADMIN_TOKEN)
+                wide.click("button[type=submit]")
+                wide.wait_for_url(f"{base}/ui/")
+                shoot(wide, base, "/ui/", out / "namespaces.png")
+                shoot(wide, base, "/ui/configs/payments", out / "namespace.png")
+                shoot(wide, base, "/ui/configs/payments/service", out / "config.png")
+                shoot(wide, base, "/ui/configs/payments/service/diff?from=1&to=3", out / "diff.png")
+                shoot(wide, base, "/ui/audit", out / "audit.png")
+                narrow = browser.new_page(
+                    viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+                )
+                narrow.context.add_cookies(wide.context.cookies())
+                shoot(narrow, base, "/ui/configs/payments/service/diff?from=1&to=3", out / "diff-390.png")
+                shoot(narrow, base, "/ui/configs/payments/service", out / "config-390.png")
+            finally:
+                browser.close()
+    finally:
+        stop(process)
+    (out / ".configd-dev.log").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
