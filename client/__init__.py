@@ -1,5 +1,8 @@
 """configd_client: typed, hot-reloaded settings from configd (Consul) for Python applications."""
 
+from ._async import AsyncConfigClient, AsyncLiveSettings
+from ._client import ConfigClient
+from ._events import ChangeEvent
 from ._exceptions import (
     ConfigdError,
     ConfigTooLarge,
@@ -14,15 +17,23 @@ from ._exceptions import (
     ValidationFailed,
     VersionConflict,
 )
+from ._live import LiveSettings
+from ._source import ConfigdSettingsSource
 
 __all__ = [
+    "AsyncConfigClient",
+    "AsyncLiveSettings",
+    "ChangeEvent",
+    "ConfigClient",
     "ConfigTooLarge",
     "ConfigdError",
+    "ConfigdSettingsSource",
     "ConsulPermissionDenied",
     "ConsulUnavailable",
     "ErrorDetail",
     "InvalidConfig",
     "InvalidName",
+    "LiveSettings",
     "NotFound",
     "SchemaIncompatible",
     "SchemaNotFound",

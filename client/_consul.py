@@ -114,6 +114,8 @@ class ConsulGateway:
         token: ACL token sent as ``X-Consul-Token``; defaults to ``CONSUL_HTTP_TOKEN``.
         timeout: seconds to wait for a non-blocking answer.
         pool_size: HTTP connections kept per process (the server raises it for concurrent pushes).
+        keep_alive: False sends ``Connection: close``, so no idle connection stays open after a request
+            (the SDK's short reads and session renewals, beside its one long-lived blocking query).
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class ConsulGateway:
         token: str | None = None,
         timeout: float = 10.0,
         pool_size: int = 10,
+        keep_alive: bool = True,
     ) -> None:
         scheme, host, port = parse_address(address)
         self.address = f"{scheme}://{host}:{port}"
@@ -133,6 +136,8 @@ class ConsulGateway:
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+        if not keep_alive:
+            session.headers["Connection"] = "close"
         self.on_call: Callable[[str, float], None] | None = None  # metrics hook: (operation, seconds)
 
     # --- plumbing ------------------------------------------------------------------------------------

@@ -1,0 +1,167 @@
+"""The asyncio flavour: AsyncConfigClient and AsyncLiveSettings, with the same semantics as the threaded ones.
+
+It reuses the threaded watchers (one blocking query per namespace) and hands each event to the event loop
+with ``call_soon_threadsafe``. Each callback gets its own task-fed mailbox on the loop: coroutine functions
+are awaited there; plain functions run in a worker thread (``asyncio.to_thread``) so they cannot block the
+loop. Order, at-most-once delivery and coalescing are as for :class:`LiveSettings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from pydantic_settings import BaseSettings
+
+from ._client import DEFAULT_SETTINGS_TIMEOUT, ConfigClient
+from ._dispatch import Mailbox
+from ._events import ChangeEvent, merge_events
+from ._live import LiveSettings
+
+log = logging.getLogger("configd_client")
+
+S = TypeVar("S", bound=BaseSettings)
+T = TypeVar("T")
+
+AsyncCallback = Callable[[T], Awaitable[object] | object]
+
+
+class _LoopSubscription(Generic[T]):
+    """Feeds one callback on the event loop, one item at a time, from any thread."""
+
+    def __init__(
+        self, callback: AsyncCallback[T], loop: asyncio.AbstractEventLoop, coalesce: Callable[[T, T], T] | None
+    ) -> None:
+        self.callback = callback
+        self._loop = loop
+        self._mailbox: Mailbox[T] = Mailbox(coalesce)
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def post_threadsafe(self, item: T) -> None:
+        if self._closed or self._loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            self._loop.call_soon_threadsafe(self._post, item)
+
+    def _post(self, item: T) -> None:
+        if self._closed:
+            return
+        self._mailbox.post(item)
+        if self._task is None or self._task.done():
+            self._task = self._loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while (item := self._mailbox.take()) is not None:
+            try:
+                if inspect.iscoroutinefunction(self.callback):
+                    await self.callback(item)
+                else:
+                    result = await asyncio.to_thread(self.callback, item)
+                    if inspect.isawaitable(result):
+                        await result
+            except Exception:
+                log.exception("configd_client: callback %r raised", self.callback)
+
+    async def idle(self) -> None:
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
+class AsyncLiveSettings(Generic[S]):
+    """The asyncio view of a :class:`LiveSettings`: same ``current``/``version``/``stale``, async callbacks."""
+
+    def __init__(self, live: LiveSettings[S], loop: asyncio.AbstractEventLoop) -> None:
+        self.live = live
+        self._loop = loop
+        self._subscriptions: list[_LoopSubscription[Any]] = []
+
+    @property
+    def ref(self) -> str:
+        return self.live.ref
+
+    @property
+    def current(self) -> S:
+        return self.live.current
+
+    @property
+    def version(self) -> int:
+        return self.live.version
+
+    @property
+    def stale(self) -> bool:
+        return self.live.stale
+
+    def on_change(self, callback: AsyncCallback[ChangeEvent[S]]) -> AsyncCallback[ChangeEvent[S]]:
+        """``callback(event)`` (a coroutine function or a plain one) after each applied version."""
+        subscription: _LoopSubscription[ChangeEvent[S]] = _LoopSubscription(callback, self._loop, merge_events)
+        self._subscriptions.append(subscription)
+        self.live.on_change(subscription.post_threadsafe)
+        return callback
+
+    def on_error(self, callback: AsyncCallback[Exception]) -> AsyncCallback[Exception]:
+        """``callback(exc)`` when a new version cannot be applied."""
+        subscription: _LoopSubscription[Exception] = _LoopSubscription(callback, self._loop, None)
+        self._subscriptions.append(subscription)
+        self.live.on_error(subscription.post_threadsafe)
+        return callback
+
+    async def wait_for_version(self, version: int, timeout: float | None = None) -> bool:
+        return await asyncio.to_thread(self.live.wait_for_version, version, timeout)
+
+    async def callbacks_idle(self, timeout: float | None = None) -> None:
+        """Wait until every callback has handled what was posted to it."""
+        await asyncio.to_thread(self.live.callbacks_idle, timeout)
+        await asyncio.sleep(0)  # let call_soon_threadsafe hand-offs run
+        for subscription in self._subscriptions:
+            await subscription.idle()
+
+    def close(self) -> None:
+        for subscription in self._subscriptions:
+            subscription.close()
+        self.live.close()
+
+
+class AsyncConfigClient:
+    """:class:`ConfigClient` for asyncio code: ``await client.settings(...)``, coroutine callbacks allowed.
+
+    Takes the same arguments as :class:`ConfigClient`. Use ``async with`` or ``await client.aclose()``.
+    """
+
+    def __init__(self, address: str | None = None, **options: Any) -> None:
+        self.sync = ConfigClient(address, **options)
+        self._lives: list[AsyncLiveSettings[Any]] = []
+
+    async def settings(
+        self,
+        model: type[S],
+        ref: str,
+        *,
+        timeout: float = DEFAULT_SETTINGS_TIMEOUT,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> AsyncLiveSettings[S]:
+        """Like :meth:`ConfigClient.settings`, without blocking the event loop while it waits."""
+        live = await asyncio.to_thread(self.sync.settings, model, ref, timeout=timeout, overrides=overrides)
+        view = AsyncLiveSettings(live, asyncio.get_running_loop())
+        self._lives.append(view)
+        return view
+
+    async def aclose(self) -> None:
+        for view in self._lives:
+            view.close()
+        await asyncio.to_thread(self.sync.close)
+
+    async def __aenter__(self) -> AsyncConfigClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
