@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: Default maximum wait of one blocking query in seconds (Consul caps ``wait`` at 10 minutes).
 DEFAULT_WAIT_SECONDS = 55.0
@@ -76,16 +76,13 @@ class RateLimiter:
 
     rate: float = 20.0
     burst: float = 40.0
-    tokens: float = field(default=-1.0)
+    tokens: float | None = None
     updated: float | None = None
 
     def delay(self, now: float) -> float:
-        if self.tokens < 0:
-            self.tokens = self.burst
+        tokens = self.burst if self.tokens is None else self.tokens
         if self.updated is not None:
-            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+            tokens = min(self.burst, tokens + (now - self.updated) * self.rate)
         self.updated = now
-        self.tokens -= 1.0
-        if self.tokens >= 0:
-            return 0.0
-        return -self.tokens / self.rate
+        self.tokens = tokens - 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
