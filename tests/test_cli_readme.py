@@ -24,7 +24,7 @@ def readme_cli_script() -> str:
     section = text.split("<!-- cli-examples:start -->", 1)[1].split("<!-- cli-examples:end -->", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 1, "the CLI section has exactly one bash block"
-    return blocks[0]
+    return str(blocks[0])
 
 
 def _free_port() -> int:
