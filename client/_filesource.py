@@ -26,6 +26,8 @@ log = logging.getLogger("configd_client")
 
 DEFAULT_DEBOUNCE_SECONDS = 0.05
 ConfigKey = tuple[str, str]
+# watchdog event types that can mean new content ("closed" is a close after writing).
+_CHANGE_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"})
 
 
 class DebounceQueue:
@@ -125,6 +127,8 @@ class FileWatcher:
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type not in _CHANGE_EVENTS:  # our own reads cause "opened"/"closed_no_write"
+                    return
                 paths = [event.src_path, getattr(event, "dest_path", "")]
                 watcher._touch([key for p in paths if p and (key := config_key_of(watcher.root, p)) is not None])
 
