@@ -88,3 +88,17 @@ def test_example_app_against_local_files(tmp_path: Path) -> None:
         if app.poll() is None:
             app.kill()
             app.wait(10)
+
+
+@pytest.mark.timeout(60)
+def test_readme_sdk_snippet_runs(gateway: ConsulGateway, layout: KeyLayout, consul_addr: str, tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("<!-- sdk:start -->") : readme.index("<!-- sdk:end -->")]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    load_examples(ConfigStore(gateway, layout))
+    env = {"CONSUL_HTTP_ADDR": consul_addr, "CONFIGD_PREFIX": layout.prefix, "CONFIGD_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", snippet], env={**os.environ, **env}, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "v2: timeout_ms=1500 retries=3"
