@@ -116,8 +116,11 @@ class InstanceRegistration:
                 self._sync(dirty)
                 self._backoff.reset()
                 delay = 0.0
-            except ConfigdError as exc:
-                log.info("configd_client: registration failed, will retry: %s", exc)
+            except Exception as exc:  # registration must never take the process down; ConfigdError is usual
+                if isinstance(exc, ConfigdError):
+                    log.info("configd_client: registration failed, will retry: %s", exc)
+                else:
+                    log.exception("configd_client: registration failed, will retry")
                 with self._cond:
                     self._dirty |= dirty
                 delay = self._backoff.next_delay()

@@ -149,6 +149,11 @@ class NamespaceWatcher:
                 index = 0  # after an outage the cluster may be another one: read first, then block
                 self._stop.wait(self._backoff.next_delay())
                 continue
+            except Exception:  # a bug must not end the watch silently: log it and retry like an outage
+                log.exception("configd_client: watch of %s failed", self.namespace)
+                index = 0
+                self._stop.wait(self._backoff.next_delay())
+                continue
             if self._stop.is_set():
                 return
             self._set_reachable(True, None)
