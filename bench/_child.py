@@ -1,0 +1,167 @@
+"""A watching process for the benchmarks (``python -m bench._child configd|raw ...``).
+
+It reports on stdout, one line each: ``READY``, ``EVT <name> <version> <time.time() at callback return>``,
+``STATS <json>`` (answering ``STATS`` on stdin). Parent and children read the same wall clock (one machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+_OUT = threading.Lock()
+
+
+def say(line: str) -> None:
+    with _OUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def stats() -> dict[str, Any]:
+    """This process's resident memory, OS threads and CPU seconds so far (Linux /proc)."""
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    times = os.times()
+    return {
+        "rss_kib": int(fields["VmRSS"].split()[0]),
+        "threads": int(fields["Threads"]),
+        "cpu_s": round(times.user + times.system, 4),
+        "time": time.time(),
+    }
+
+
+def serve_stdin() -> None:
+    for line in sys.stdin:
+        if line.strip() == "STATS":
+            say("STATS " + json.dumps(stats()))
+        elif line.strip() == "EXIT":
+            break
+
+
+def _model(kind: str) -> type[Any]:
+    from pydantic import BaseModel
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    if kind == "large":
+
+        class Item(BaseModel):
+            id: int
+            name: str
+            weight: float
+            tags: list[str]
+
+        class Catalog(BaseSettings):
+            model_config = SettingsConfigDict(extra="ignore")
+            seq: int = 0
+            items: list[Item] = []
+
+        return Catalog
+
+    class Service(BaseSettings):
+        model_config = SettingsConfigDict(extra="forbid")
+        seq: int
+        timeout_ms: int
+        retries: int
+        pool_size: int
+        rate_limit: float
+        ratio: float
+        currency: str
+        region: str
+        endpoint: str
+        owner: str
+        log_level: str
+        feature_a: bool
+        feature_b: bool
+        feature_c: bool
+        max_body_kb: int
+        cache_ttl_s: int
+        backoff_s: float
+        queue: str
+        replicas: int
+        tags: list[str]
+
+    return Service
+
+
+def run_configd(args: argparse.Namespace) -> None:
+    from configd_client import ConfigClient
+
+    model = _model(args.model)
+    say("BASE " + json.dumps(stats()))
+    client = ConfigClient(args.consul, prefix=args.prefix, cache_dir=args.cache_dir, application="bench")
+    for name in args.names.split(","):
+        live = client.settings(model, f"{args.namespace}/{name}", timeout=60)
+
+        def report(event: Any, name: str = name) -> None:
+            say(f"EVT {name} {event.version} {time.time():.6f}")
+
+        live.on_change(report)
+    say("READY " + json.dumps(stats()))
+    serve_stdin()
+    client.close()
+
+
+def run_raw(args: argparse.Namespace) -> None:
+    import requests
+
+    say("BASE " + json.dumps(stats()))
+    http = requests.Session()
+    url = f"{args.consul}/v1/kv/{args.key}"
+    ready = threading.Event()
+
+    def watch() -> None:
+        index = 0
+        while True:
+            params: dict[str, str] = {} if index == 0 else {"index": str(index), "wait": "55s"}
+            answer = http.get(url, params=params, timeout=70)
+            returned = int(answer.headers.get("X-Consul-Index", "0"))
+            changed = index != 0 and returned != index
+            if returned < index or returned < 1:
+                returned = 0
+            index = returned
+            if not ready.is_set():
+                ready.set()
+                continue
+            if not changed or answer.status_code != 200:
+                continue
+            value = base64.b64decode(answer.json()[0]["Value"] or "").decode()
+            if args.chunks:
+                chunks = http.get(f"{args.consul}/v1/kv/{args.chunks}", params={"recurse": "1"}, timeout=70).json()
+                blob = b"".join(base64.b64decode(c["Value"]) for c in sorted(chunks, key=lambda c: c["Key"]))
+                json.loads(gzip.decompress(blob))
+            say(f"EVT {args.key} {value} {time.time():.6f}")
+
+    threading.Thread(target=watch, daemon=True).start()
+    ready.wait(60)
+    say("READY " + json.dumps(stats()))
+    serve_stdin()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["configd", "raw"])
+    parser.add_argument("--consul", required=True)
+    parser.add_argument("--prefix", default="configd")
+    parser.add_argument("--namespace", default="")
+    parser.add_argument("--names", default="")
+    parser.add_argument("--model", default="fields", choices=["fields", "large"])
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--key", default="")
+    parser.add_argument("--chunks", default="", help="raw: after each wake, read and decode this chunk prefix")
+    args = parser.parse_args()
+    (run_configd if args.mode == "configd" else run_raw)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""1. Propagation: push → on_change callback returned, in N separate client processes, beside raw Consul.
+
+configd: each child runs a ConfigClient watching 10 configs of one namespace (a 20-field model); the parent
+PUTs one of them through the HTTP API. Raw: each child holds one blocking GET on one key; the parent PUTs it.
+Pushes alternate configd / raw so both see the same machine load. Latency = child's time.time() when the
+callback returned − parent's time.time() just before the HTTP call (one machine, one clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import requests
+
+from ._children import Children
+from ._env import BenchEnv, config_data, ok, setup_configs
+from ._stats import ratio, summary_ms
+
+CONFIGS_PER_CLIENT = 10
+
+
+def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> dict[str, Any]:
+    server = env.start_server()
+    namespace = "propagation"
+    names = [f"svc-{i:02d}" for i in range(CONFIGS_PER_CLIENT)]
+    setup_configs(server, namespace, names)
+    raw_key = f"bench-raw/propagation/{int(time.time() * 1000)}"
+    raw_http = requests.Session()
+    raw_http.put(f"{env.consul_addr}/v1/kv/{raw_key}", data=b"0").raise_for_status()
+    results: list[dict[str, Any]] = []
+    versions = dict.fromkeys(names, 1)
+    raw_seq = 0
+    with server.client() as http:
+        for n in counts:
+            children = Children(env)
+            cache = env.workdir / f"cache-{n}"
+            for _ in range(n):
+                children.spawn("configd", "--consul", env.consul_addr, "--prefix", server.prefix,
+                               "--namespace", namespace, "--names", ",".join(names), "--cache-dir", str(cache))
+                children.spawn("raw", "--consul", env.consul_addr, "--key", raw_key)
+            started = time.monotonic()
+            children.wait_ready()
+            print(f"  N={n}: {2 * n} children ready in {time.monotonic() - started:.1f}s", flush=True)
+            configd_s: list[float] = []
+            raw_s: list[float] = []
+            for i in range(pushes):
+                name = names[i % len(names)]
+                versions[name] += 1
+                t0 = time.time()
+                body = ok(http.put(f"/api/v1/configs/{namespace}/{name}", json={"data": config_data(versions[name])}))
+                if body["version"] != versions[name]:
+                    raise RuntimeError(f"expected v{versions[name]}, server wrote {body}")
+                configd_s += [e.at - t0 for e in children.collect(name, str(versions[name]), n)]
+                time.sleep(pause)
+                raw_seq += 1
+                t0 = time.time()
+                raw_http.put(f"{env.consul_addr}/v1/kv/{raw_key}", data=str(raw_seq).encode()).raise_for_status()
+                raw_s += [e.at - t0 for e in children.collect(raw_key, str(raw_seq), n)]
+                time.sleep(pause)
+            children.close()
+            configd_sum, raw_sum = summary_ms(configd_s), summary_ms(raw_s)
+            row = {
+                "clients": n,
+                "pushes": pushes,
+                "configd": configd_sum,
+                "raw": raw_sum,
+                "p99_ratio": ratio(configd_sum["p99_ms"], raw_sum["p99_ms"]),
+                "p50_ratio": ratio(configd_sum["p50_ms"], raw_sum["p50_ms"]),
+                "target_p99_ratio": 1.5,
+            }
+            row["target_met"] = row["p99_ratio"] <= 1.5
+            print(f"  N={n}: configd {configd_sum} | raw {raw_sum} | p99 ratio {row['p99_ratio']}", flush=True)
+            results.append(row)
+    server.stop()
+    return {"configs_per_client": CONFIGS_PER_CLIENT, "rows": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", default="1,10,50")
+    parser.add_argument("--pushes", type=int, default=30)
+    args = parser.parse_args()
+    with BenchEnv() as env:
+        print(json.dumps(run(env, [int(c) for c in args.clients.split(",")], args.pushes), indent=2))
+
+
+if __name__ == "__main__":
+    main()
