@@ -1,4 +1,10 @@
-"""JSON Schema (Draft 2020-12) checks: meta-validation of schemas and validation of configs. Pure, no I/O."""
+"""JSON Schema (Draft 2020-12) checks: meta-validation of schemas and validation of configs. Pure, no I/O.
+
+configd never fetches a ``$ref``: jsonschema's default registry would retrieve remote URLs with urllib (a
+server-side request to wherever a schema points, and a 500 when it fails). Validators get an empty registry,
+so only references inside the schema (and the JSON Schema meta-schemas) resolve, and registration refuses a
+schema with any other reference.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,17 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+from jsonschema_specifications import REGISTRY as SPECIFICATIONS  # type: ignore[import-untyped]
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from configd_client._exceptions import ErrorDetail
 
 MAX_REPORTED_ERRORS = 500
+# Keywords whose values are instance data, not subschemas: a "$ref" key inside them is not a reference.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+_ROOT_URI = "urn:configd:schema"
 
 
 def _pointer(error: ValidationError) -> str:
@@ -25,14 +38,55 @@ def _details(errors: list[ValidationError]) -> list[ErrorDetail]:
 def schema_errors(schema: Any) -> list[ErrorDetail]:
     """Every way ``schema`` fails the Draft 2020-12 meta-schema (empty when it is a valid schema)."""
     meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
-    return _details(list(meta.iter_errors(schema)))
+    problems = _details(list(meta.iter_errors(schema)))
+    if problems or not isinstance(schema, dict):
+        return problems
+    resolver = SPECIFICATIONS.with_resource(_ROOT_URI, DRAFT202012.create_resource(schema)).resolver(_ROOT_URI)
+    return _unresolvable_refs(schema, resolver, "")[:MAX_REPORTED_ERRORS]
+
+
+def _unresolvable_refs(node: Any, resolver: Any, path: str) -> list[ErrorDetail]:
+    """References under ``node`` that ``resolver`` (a referencing.Resolver, entered into each $id) cannot follow."""
+    found: list[ErrorDetail] = []
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            found += _unresolvable_refs(item, resolver, f"{path}/{i}")
+        return found
+    if not isinstance(node, dict):
+        return found
+    if isinstance(node.get("$id"), str):
+        resolver = resolver.in_subresource(DRAFT202012.create_resource(node))
+    for keyword in ("$ref", "$dynamicRef"):
+        ref = node.get(keyword)
+        if isinstance(ref, str):
+            try:
+                resolver.lookup(ref)
+            except Unresolvable:
+                found.append(
+                    ErrorDetail(
+                        f"{path}/{keyword.replace('/', '~1')}",
+                        f"{ref!r} cannot be resolved: configd only follows references inside the schema "
+                        "(put the referenced schema under $defs); it never fetches remote URLs",
+                    )
+                )
+    for key, value in node.items():
+        if key not in _DATA_KEYWORDS:
+            found += _unresolvable_refs(value, resolver, f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}")
+    return found
 
 
 def compile_schema(schema: dict[str, Any]) -> Draft202012Validator:
-    """A reusable validator with format checking; compile once per schema version."""
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    """A reusable validator with format checking and no remote references; compile once per schema version."""
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER, registry=Registry())
 
 
 def config_errors(validator: Draft202012Validator, data: Any) -> list[ErrorDetail]:
-    """Every way ``data`` fails the compiled schema, each with its JSON Pointer path."""
-    return _details(list(validator.iter_errors(data)))
+    """Every way ``data`` fails the compiled schema, each with its JSON Pointer path.
+
+    A reference that cannot be resolved (only in a schema registered before references were checked) is
+    reported as an error of the whole document, never raised.
+    """
+    try:
+        return _details(list(validator.iter_errors(data)))
+    except Unresolvable as exc:
+        return [ErrorDetail("/", f"the schema has a reference configd cannot resolve ({exc}); register a fixed schema")]

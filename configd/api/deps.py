@@ -8,6 +8,8 @@ the exception handlers can audit every rejection, including 401/403 and unreadab
 from __future__ import annotations
 
 import json
+import math
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar
@@ -155,13 +157,21 @@ async def read_json(request: Request) -> Any:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the request body is not UTF-8: {exc}") from exc
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+            object_pairs_hook=_unique_keys,
+        )
     except RecursionError as exc:
         raise InvalidConfig(f"the request body is nested far deeper than {MAX_JSON_DEPTH} levels") from exc
     except json.JSONDecodeError as exc:
         raise InvalidConfig(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except ValueError as exc:  # anything else the decoder refuses, never a 500
+        raise InvalidConfig(f"the request body is not valid JSON: {exc}") from exc
     if json_depth(value, MAX_JSON_DEPTH + _ENVELOPE_DEPTH) > MAX_JSON_DEPTH + _ENVELOPE_DEPTH:
         raise InvalidConfig(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
     return value
@@ -169,6 +179,39 @@ async def read_json(request: Request) -> Any:
 
 def _reject_constant(name: str) -> Any:
     raise InvalidConfig(f"the request body contains {name}, which JSON cannot represent portably")
+
+
+# Numbers must fit an IEEE 754 double, the only number type many JSON readers have (RFC 8259 section 6):
+# 1e400 or a 401-digit integer would be infinity or an error elsewhere. Checking the digit count first also
+# keeps Python's 4300-digit int conversion limit (a ValueError) out of the way.
+_MAX_INT_DIGITS = len(str(int(sys.float_info.max)))
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise InvalidConfig(f"the number {text[:40]} is beyond the range of a JSON number (IEEE 754 double)")
+    return number
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > _MAX_INT_DIGITS or abs(number := int(text)) > sys.float_info.max:
+        raise InvalidConfig(
+            f"the integer {text[:20]}… ({digits} digits) is beyond the range of a JSON number (IEEE 754 double)"
+        )
+    return number
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Duplicate keys are refused (422), not resolved last-wins: RFC 8259 leaves their meaning undefined, and a
+    config whose reader and writer disagree about a key is worse than a refused push."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise InvalidConfig(f"the request body repeats the key {key!r} in one object; keys must be unique")
+        found[key] = value
+    return found
 
 
 def body_errors(exc: ValidationError) -> list[ErrorDetail]:
