@@ -26,7 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="throwaway Consul dev agent + server on 127.0.0.1:8080 + example data")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8080)
-    dev.add_argument("--examples", default=None, help="directory with schemas/ and configs/ (default: examples/)")
+    dev.add_argument(
+        "--examples",
+        default=None,
+        help="directory with schemas/ and configs/ (default: schemas/examples/ and examples/configs/)",
+    )
     dev.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser
 

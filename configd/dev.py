@@ -19,7 +19,8 @@ from typing import Any
 from .devagent import PROJECT_ROOT, ConsulAgent
 from .store import ConfigStore
 
-EXAMPLES_DIR = PROJECT_ROOT / "examples"
+EXAMPLE_CONFIGS = PROJECT_ROOT / "examples" / "configs"
+EXAMPLE_SCHEMAS = PROJECT_ROOT / "schemas" / "examples"
 DEV_ACTOR = "dev-admin"
 # Stable on purpose: the README's curl examples use them verbatim. Never use them outside `configd dev`.
 DEV_TOKENS: tuple[dict[str, Any], ...] = (
@@ -42,14 +43,16 @@ class LoadedExamples:
     configs: list[str]
 
 
-def load_examples(store: ConfigStore, root: Path = EXAMPLES_DIR) -> LoadedExamples:
-    """Register ``schemas/<ns>/<name>.schema.json``, push ``configs/<ns>/<name>.json``, then one second version."""
+def load_examples(
+    store: ConfigStore, configs_root: Path = EXAMPLE_CONFIGS, schemas_root: Path = EXAMPLE_SCHEMAS
+) -> LoadedExamples:
+    """Register ``<schemas_root>/<ns>/<name>.schema.json``, push ``<configs_root>/<ns>/<name>.json``, then a v2."""
     schemas, configs = [], []
-    for path in sorted((root / "schemas").glob("*/*.schema.json")):
+    for path in sorted(schemas_root.glob("*/*.schema.json")):
         namespace, name = path.parent.name, path.name.removesuffix(".schema.json")
         store.register_schema(namespace, name, json.loads(path.read_text()), actor=DEV_ACTOR, message="example schema")
         schemas.append(f"{namespace}/{name}")
-    for path in sorted((root / "configs").glob("*/*.json")):
+    for path in sorted(configs_root.glob("*/*.json")):
         namespace, name = path.parent.name, path.name.removesuffix(".json")
         store.push(namespace, name, json.loads(path.read_text()), actor=DEV_ACTOR, message="example config")
         configs.append(f"{namespace}/{name}")
@@ -88,7 +91,10 @@ def run_dev(*, host: str, port: int, examples: str | None, log_level: str) -> in
             port=port,
         )
         app = create_app(settings)
-        loaded = load_examples(app.state.configd.store, Path(examples) if examples else EXAMPLES_DIR)
+        if examples:
+            loaded = load_examples(app.state.configd.store, Path(examples) / "configs", Path(examples) / "schemas")
+        else:
+            loaded = load_examples(app.state.configd.store)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
         base = f"http://{host}:{port}"
         banner = "\n".join(
