@@ -76,7 +76,8 @@ def run_dev(*, host: str, port: int, examples: str | None, log_level: str) -> in
     # SIGTERM before uvicorn installs its own handlers must still clean up the agent.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="configd-dev-"))
-    agent = ConsulAgent.dev(name="configd-dev")
+    # Consul's default port when it is free, so applications using the SDK's defaults find the dev agent.
+    agent = ConsulAgent.dev(name="configd-dev", http_port=8500)
     try:
         print("configd dev: starting a throwaway Consul dev agent …", flush=True)
         agent.start(timeout=60)
@@ -105,6 +106,7 @@ def run_dev(*, host: str, port: int, examples: str | None, log_level: str) -> in
                 f"  examples: {len(loaded.schemas)} schemas; configs {', '.join(loaded.configs)}",
                 f"  API docs: {base}/docs    UI: {base}/ui/    health: {base}/healthz",
                 "  admin token: dev-admin-token   (also dev-editor-token, dev-reader-token)",
+                f"  an app that hot-reloads: CONSUL_HTTP_ADDR={agent.http_addr} .venv/bin/python examples/app/main.py",
                 f"  try: curl -H 'Authorization: Bearer dev-admin-token' {base}/api/v1/configs",
                 "Press Ctrl-C to stop the server and the Consul agent.",
                 "",

@@ -57,6 +57,16 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on ``port`` on 127.0.0.1 and we may bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class AgentPorts:
     http: int
@@ -90,9 +100,15 @@ class ConsulAgent:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="configd-consul-")))
 
     @classmethod
-    def dev(cls, *, name: str = "configd-dev", extra_hcl: str = "") -> ConsulAgent:
-        """A single-node in-memory ``consul agent -dev`` on free loopback ports."""
-        return cls(args=["-dev"], ports=AgentPorts.allocate(), name=name, extra_hcl=extra_hcl)
+    def dev(cls, *, name: str = "configd-dev", extra_hcl: str = "", http_port: int | None = None) -> ConsulAgent:
+        """A single-node in-memory ``consul agent -dev`` on free loopback ports.
+
+        ``http_port`` asks for one HTTP port (e.g. Consul's default 8500) and falls back to a free one when it is taken.
+        """
+        ports = AgentPorts.allocate()
+        if http_port is not None and port_is_free(http_port):
+            ports.http = http_port
+        return cls(args=["-dev"], ports=ports, name=name, extra_hcl=extra_hcl)
 
     @property
     def http_addr(self) -> str:
