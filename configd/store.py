@@ -517,19 +517,25 @@ class ConfigStore:
             from_version=rollback_of if rollback_of is not None else (head.version if head else None),
             message=message,
         )
-        self._commit(
-            [
-                op_check_index(self.layout.schema_head(namespace, name), schema_entry.modify_index),
-                op_create(self.layout.version(namespace, name, version), record.to_bytes()),
-                op_cas(
-                    self.layout.head(namespace, name),
-                    new_head.to_bytes(),
-                    head_entry.modify_index if head_entry else 0,
-                ),
-                self.audit.op(audit),
-            ],
-            f"{namespace}/{name}",
-        )
+        try:
+            self._commit(
+                [
+                    op_check_index(self.layout.schema_head(namespace, name), schema_entry.modify_index),
+                    op_create(self.layout.version(namespace, name, version), record.to_bytes()),
+                    op_cas(
+                        self.layout.head(namespace, name),
+                        new_head.to_bytes(),
+                        head_entry.modify_index if head_entry else 0,
+                    ),
+                    self.audit.op(audit),
+                ],
+                f"{namespace}/{name}",
+            )
+        except VersionConflict as exc:
+            # A lost CAS race still reports which head the caller expected and which one won (the 409 contract).
+            moved = self._head(namespace, name)
+            actual = moved[0].version if moved and not moved[0].deleted else 0
+            raise VersionConflict(str(exc), expected=live_version, actual=actual) from exc
         return PushResult("created", new_head)
 
     def _commit(self, ops: list[TxnOp], what: str) -> None:
