@@ -106,12 +106,18 @@ class InstanceRegistration:
     def _run(self) -> None:
         renew_every = self.ttl_seconds / 3
         delay = 0.0
+        retry: set[str] = set()
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or bool(self._dirty), timeout=delay or renew_every)
+                if delay:
+                    # Backing off: only close() ends the pause. Waking for pending namespaces here would
+                    # retry at once, forever, while Consul is down (a busy loop).
+                    self._cond.wait_for(lambda: self._closed, timeout=delay)
+                else:
+                    self._cond.wait_for(lambda: self._closed or bool(self._dirty), timeout=renew_every)
                 if self._closed:
                     return
-                dirty, self._dirty = self._dirty, set()
+                dirty, self._dirty, retry = self._dirty | retry, set(), set()
             try:
                 self._sync(dirty)
                 self._backoff.reset()
@@ -121,8 +127,7 @@ class InstanceRegistration:
                     log.info("configd_client: registration failed, will retry: %s", exc)
                 else:
                     log.exception("configd_client: registration failed, will retry")
-                with self._cond:
-                    self._dirty |= dirty
+                retry = dirty
                 delay = self._backoff.next_delay()
 
     def _sync(self, dirty: set[str]) -> None:
