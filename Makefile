@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONSUL_STAMP := .cache/consul/usr/bin/consul
 
-.PHONY: run test install consul chromium lint typecheck schemas screenshots clean
+.PHONY: bench run test install consul chromium lint typecheck schemas screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "configd needs Python >= 3.11"; exit 1; }
@@ -23,6 +23,11 @@ consul:
 chromium:
 	@bash scripts/install-chromium.sh
 
+# Benchmarks beside raw Consul (~10 min on 2 cores; not part of `make test`): docs/benchmarks.md, bench/results/.
+bench: $(STAMP) consul
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m bench.run
+
 run: install
 	$(PY) -m configd dev
 
@@ -37,7 +42,7 @@ typecheck: install
 	$(VENV)/bin/mypy -p configd -p configd_client -p configctl
 
 lint: install
-	$(VENV)/bin/ruff check configd client cli tests scripts examples
+	$(VENV)/bin/ruff check configd client cli tests scripts examples bench
 	$(MAKE) typecheck
 
 screenshots: install

@@ -123,24 +123,33 @@ def run_raw(args: argparse.Namespace) -> None:
     def watch() -> None:
         index = 0
         while True:
-            params: dict[str, str] = {} if index == 0 else {"index": str(index), "wait": "55s"}
-            answer = http.get(url, params=params, timeout=70)
-            returned = int(answer.headers.get("X-Consul-Index", "0"))
-            changed = index != 0 and returned != index
-            if returned < index or returned < 1:
-                returned = 0
-            index = returned
-            if not ready.is_set():
-                ready.set()
-                continue
-            if not changed or answer.status_code != 200:
-                continue
-            value = base64.b64decode(answer.json()[0]["Value"] or "").decode()
-            if args.chunks:
-                chunks = http.get(f"{args.consul}/v1/kv/{args.chunks}", params={"recurse": "1"}, timeout=70).json()
-                blob = b"".join(base64.b64decode(c["Value"]) for c in sorted(chunks, key=lambda c: c["Key"]))
-                json.loads(gzip.decompress(blob))
-            say(f"EVT {args.key} {value} {time.time():.6f}")
+            try:
+                index = step(index)
+            except Exception as exc:  # keep watching, as a real watcher would
+                say(f"ERR {exc!r}")
+                index = 0
+                time.sleep(0.5)
+
+    def step(index: int) -> int:
+        params: dict[str, str] = {} if index == 0 else {"index": str(index), "wait": "55s"}
+        answer = http.get(url, params=params, timeout=70)
+        returned = int(answer.headers.get("X-Consul-Index", "0"))
+        changed = index != 0 and returned != index
+        if returned < index or returned < 1:
+            returned = 0
+        index = returned
+        if not ready.is_set():
+            ready.set()
+            return index
+        if not changed or answer.status_code != 200:
+            return index
+        value = base64.b64decode(answer.json()[0]["Value"] or "").decode()
+        if args.chunks:
+            chunks = http.get(f"{args.consul}/v1/kv/{args.chunks}", params={"recurse": "1"}, timeout=70).json()
+            blob = b"".join(base64.b64decode(c["Value"]) for c in sorted(chunks, key=lambda c: c["Key"]))
+            json.loads(gzip.decompress(blob))
+        say(f"EVT {args.key} {value} {time.time():.6f}")
+        return index
 
     threading.Thread(target=watch, daemon=True).start()
     ready.wait(60)

@@ -178,5 +178,9 @@ def setup_configs(server: Server, namespace: str, names: list[str], schema: dict
 def machine_load() -> dict[str, Any]:
     """Load averages and CPU count, recorded beside the results (other engineers share this machine)."""
     one, five, fifteen = os.getloadavg()
-    return {"loadavg_1m": round(one, 2), "loadavg_5m": round(five, 2), "loadavg_15m": round(fifteen, 2),
-            "cpus": os.cpu_count()}
+    return {
+        "loadavg_1m": round(one, 2),
+        "loadavg_5m": round(five, 2),
+        "loadavg_15m": round(fifteen, 2),
+        "cpus": os.cpu_count(),
+    }

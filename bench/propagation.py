@@ -38,8 +38,19 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> di
             children = Children(env)
             cache = env.workdir / f"cache-{n}"
             for _ in range(n):
-                children.spawn("configd", "--consul", env.consul_addr, "--prefix", server.prefix,
-                               "--namespace", namespace, "--names", ",".join(names), "--cache-dir", str(cache))
+                children.spawn(
+                    "configd",
+                    "--consul",
+                    env.consul_addr,
+                    "--prefix",
+                    server.prefix,
+                    "--namespace",
+                    namespace,
+                    "--names",
+                    ",".join(names),
+                    "--cache-dir",
+                    str(cache),
+                )
                 children.spawn("raw", "--consul", env.consul_addr, "--key", raw_key)
             started = time.monotonic()
             children.wait_ready()

@@ -107,7 +107,7 @@ def run(env: BenchEnv, concurrencies: list[int], seconds: float) -> dict[str, An
             return step
 
         def raw_txn(worker: int, reads: bool = False) -> Callable[[int], None]:
-            base = f"bench-raw/throughput/{workers}/{worker}/{uuid.uuid4().hex[:8]}"
+            base = f"bench-raw/throughput/{worker}/{uuid.uuid4().hex[:8]}"
 
             def step(i: int) -> None:
                 if reads:

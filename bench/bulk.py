@@ -1,0 +1,211 @@
+"""3. Bulk and history: ``configctl import`` of many configs, listing a namespace of that size, and reading the
+paginated history of a config with many versions — each beside raw Consul doing the same work.
+
+Import: a tree of ``<count>`` configs, each with its own schema (a config cannot exist without one), applied by
+the real ``configctl`` process (16 workers, its default). Raw: 16 threads write the same documents as the
+transactions configd commits (a 2-op schema txn and a 4-op config txn per config).
+Listing: ``GET /api/v1/configs/<ns>`` vs a raw recursive GET of the same head keys.
+History: walking every page (``limit`` per page) of ``GET …/versions`` vs raw Consul reading the same pages
+(a keys listing and one txn of ``limit`` gets per page, what a client of raw Consul would have to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import requests
+
+from configd_client._consul import ConsulGateway, op_cas, op_get, op_set
+from configd_client._layout import KeyLayout
+
+from ._env import ADMIN_TOKEN, SCHEMA, BenchEnv, config_data, ok, setup_configs
+from ._stats import ratio, summary_ms
+
+WORKERS = 16
+
+
+def _write_tree(root: Path, namespace: str, count: int) -> list[tuple[str, bytes, bytes]]:
+    (root / namespace).mkdir(parents=True, exist_ok=True)
+    schema = json.dumps(SCHEMA, sort_keys=True, indent=2).encode()
+    files = []
+    for i in range(count):
+        name = f"cfg-{i:05d}"
+        data = json.dumps(config_data(i), sort_keys=True, indent=2).encode()
+        (root / namespace / f"{name}.json").write_bytes(data)
+        (root / namespace / f"{name}.schema.json").write_bytes(schema)
+        files.append((name, schema, data))
+    return files
+
+
+def _timed(fn: Any, repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def run(env: BenchEnv, count: int, versions: int, page: int, repeat: int) -> dict[str, Any]:
+    server = env.start_server()
+    layout = KeyLayout(server.prefix)
+    namespace = "bulk"
+    tree = env.workdir / "import-tree"
+    files = _write_tree(tree, namespace, count)
+    cli_env = {**os.environ, "CONFIGD_URL": server.base_url, "CONFIGD_TOKEN": ADMIN_TOKEN}
+    print(f"  importing {count} configs with configctl ...", flush=True)
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "configctl", "import", str(tree), "--json"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    import_s = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"configctl import failed ({done.returncode}): {done.stderr[-2000:]} {done.stdout[-2000:]}")
+    report = json.loads(done.stdout)
+    created = sum(1 for a in report["applied"] if a["status"] == "created")
+    if created != 2 * count:
+        raise RuntimeError(f"configctl import created {created} documents, expected {2 * count}")
+
+    gateway = ConsulGateway(env.consul_addr, pool_size=WORKERS + 2)
+    raw_root = f"bench-raw/bulk-{uuid.uuid4().hex[:6]}"
+
+    def raw_write(item: tuple[str, bytes, bytes]) -> None:
+        name, schema, data = item
+        gateway.txn([op_cas(f"{raw_root}/schemas/{name}/1", schema, 0), op_set(f"{raw_root}/sheads/{name}", schema)])
+        gateway.txn(
+            [
+                op_cas(f"{raw_root}/versions/{name}/1", data, 0),
+                op_set(f"{raw_root}/heads/{name}", data[:400]),
+                op_set(f"{raw_root}/audit/{name}", data[:400]),
+                op_set(f"{raw_root}/touch/{name}", b"1"),
+            ]
+        )
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(raw_write, files))
+    raw_import_s = time.perf_counter() - t0
+    print(f"  import: configctl {import_s:.1f}s, raw {raw_import_s:.1f}s", flush=True)
+
+    # Listing a namespace of `count` configs.
+    http = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60)
+    raw_http = requests.Session()
+    listing = ok(http.get(f"/api/v1/configs/{namespace}"))
+    assert len(listing["configs"]) == count, len(listing["configs"])
+    heads_url = f"{env.consul_addr}/v1/kv/{layout.heads_prefix(namespace)}"
+    list_configd: list[float] = []
+    list_raw: list[float] = []
+    for _ in range(repeat):  # interleaved
+        list_configd += _timed(lambda: ok(http.get(f"/api/v1/configs/{namespace}")), 1)
+        list_raw += _timed(lambda: raw_http.get(heads_url, params={"recurse": "1"}).json(), 1)
+
+    # A config with `versions` versions, its history read page by page.
+    setup_configs(server, "history", ["long"])
+    for v in range(2, versions + 1):
+        ok(http.put("/api/v1/configs/history/long", json={"data": config_data(v)}))
+    versions_prefix = layout.versions_prefix("history", "long")
+
+    def configd_walk(samples: list[float]) -> int:
+        before: int | None = None
+        seen = 0
+        while True:
+            params: dict[str, Any] = {"limit": page} if before is None else {"limit": page, "before": before}
+            t0 = time.perf_counter()
+            body = ok(http.get("/api/v1/configs/history/long/versions", params=params))
+            samples.append(time.perf_counter() - t0)
+            seen += len(body["versions"])
+            before = body["next_before"]
+            if before is None:
+                return seen
+
+    def raw_walk(samples: list[float]) -> int:
+        seen = 0
+        offset = 0
+        while True:
+            t0 = time.perf_counter()
+            keys = sorted(gateway.keys(versions_prefix), reverse=True)
+            batch = keys[offset : offset + page]
+            entries = [
+                e
+                for start in range(0, len(batch), 64)
+                for e in gateway.txn([op_get(k) for k in batch[start : start + 64]])
+            ]
+            [json.loads(e.value) for e in entries]
+            samples.append(time.perf_counter() - t0)
+            seen += len(batch)
+            offset += page
+            if offset >= len(keys):
+                return seen
+
+    hist_configd: list[float] = []
+    hist_raw: list[float] = []
+    walks = max(1, repeat // 10)
+    for _ in range(walks):
+        assert configd_walk(hist_configd) == versions
+        assert raw_walk(hist_raw) == versions
+    http.close()
+    gateway.close()
+    server.stop()
+
+    list_c, list_r = summary_ms(list_configd), summary_ms(list_raw)
+    hist_c, hist_r = summary_ms(hist_configd), summary_ms(hist_raw)
+    result = {
+        "import": {
+            "configs": count,
+            "documents": 2 * count,
+            "configctl_s": round(import_s, 2),
+            "raw_s": round(raw_import_s, 2),
+            "ratio": ratio(import_s, raw_import_s),
+            "configs_per_s": round(count / import_s, 1),
+            "target_s": 20,
+            "target_met": import_s < 20,
+        },
+        "listing": {
+            "configs": count,
+            "configd": list_c,
+            "raw": list_r,
+            "p99_ratio": ratio(list_c["p99_ms"], list_r["p99_ms"]),
+            "target_p99_ms": 100,
+            "target_met": list_c["p99_ms"] < 100,
+        },
+        "history": {
+            "versions": versions,
+            "page": page,
+            "configd": hist_c,
+            "raw": hist_r,
+            "p99_ratio": ratio(hist_c["p99_ms"], hist_r["p99_ms"]),
+            "target_p99_ms": 100,
+            "target_met": hist_c["p99_ms"] < 100,
+        },
+    }
+    print(f"  listing {list_c} raw {list_r}\n  history {hist_c} raw {hist_r}", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=10000)
+    parser.add_argument("--versions", type=int, default=1000)
+    parser.add_argument("--page", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    with BenchEnv() as env:
+        print(json.dumps(run(env, args.count, args.versions, args.page, args.repeat), indent=2))
+
+
+if __name__ == "__main__":
+    main()
