@@ -257,6 +257,13 @@ class ConfigClient:
     ) -> Exception:
         if live.last_error is not None and not isinstance(live.last_error, NotFound):
             return live.last_error
+        denied = next((e for e in (unreachable, watcher.last_error) if isinstance(e, ConsulPermissionDenied)), None)
+        if denied is not None:  # Consul answered, and said no: a token problem, not an outage
+            return ConsulPermissionDenied(
+                f"could not load {live.ref}: Consul at {self.address} refused this client's ACL token ({denied}); "
+                f"the token needs read on {self.layout.heads_prefix(live.namespace)}, "
+                f"{self.layout.prefix}/versions/{live.namespace}/ and {self.layout.prefix}/blobs/{live.namespace}/"
+            )
         if unreachable is not None or watcher.reachable is not True:
             cause = watcher.last_error or unreachable
             where = f"no cached version in {self.cache.root}" if self.cache is not None else "the cache is disabled"
