@@ -8,6 +8,8 @@ schema with any other reference.
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -37,6 +39,21 @@ def _details(errors: list[ValidationError]) -> list[ErrorDetail]:
 
 def schema_errors(schema: Any) -> list[ErrorDetail]:
     """Every way ``schema`` fails the Draft 2020-12 meta-schema (empty when it is a valid schema)."""
+    # Meta-validation ($dynamicRef) costs ~5 ms per schema; imports register many identical schemas, so the
+    # verdict is memoised by the schema's canonical JSON (a pure function of it).
+    try:
+        key = json.dumps(schema, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return _schema_errors(schema)
+    return list(_schema_errors_by_text(key))
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_errors_by_text(text: str) -> tuple[ErrorDetail, ...]:
+    return tuple(_schema_errors(json.loads(text)))
+
+
+def _schema_errors(schema: Any) -> list[ErrorDetail]:
     meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
     problems = _details(list(meta.iter_errors(schema)))
     if problems or not isinstance(schema, dict):
