@@ -45,6 +45,9 @@ MAX_AUTHOR_CHARS = 200
 
 NAME_MAX_LENGTH = 64
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# The same rule as one regular expression without look-arounds (every '.' is followed by a non-'.' or ends the
+# name), for the OpenAPI document: generated clients and fuzzers then know which names exist.
+NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]|\.[a-z0-9_-])*\.?$"
 
 
 def validate_name(value: str, what: str = "name") -> str:

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from configd_client._consul import ConsulGateway
 from configd_client._exceptions import (
@@ -32,7 +33,7 @@ from configd_client._exceptions import (
     ValidationFailed,
     VersionConflict,
 )
-from configd_client._layout import KeyLayout
+from configd_client._layout import NAME_MAX_LENGTH, NAME_PATTERN, KeyLayout
 
 from . import __version__
 from .api import ROUTERS
@@ -144,9 +145,22 @@ async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(detail, errors), status_code=422)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -196,4 +210,28 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(ui_router)
+    _document_names(app)
     return app
+
+
+def _document_names(app: FastAPI) -> None:
+    """State the namespace/name rule (``validate_name``) on every ``{ns}``/``{name}`` path parameter of the
+    OpenAPI document, so the document describes exactly the names the API accepts."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                        if parameter.get("in") == "path" and parameter.get("name") in ("ns", "name"):
+                            parameter["schema"] = {
+                                **parameter.get("schema", {}),
+                                "pattern": NAME_PATTERN,
+                                "maxLength": NAME_MAX_LENGTH,
+                            }
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

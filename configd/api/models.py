@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from configd_client._diff import Change
 from configd_client._exceptions import ErrorDetail
@@ -12,24 +12,35 @@ from configd_client._layout import MAX_MESSAGE_CHARS
 from configd_client._records import AuditRecord, HeadRecord, SchemaVersionRecord, VersionRecord
 
 
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's integer: 3 and 3.0 are, but false must not mean version 0 ("must not exist"), nor "3" mean 3.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+VersionNumber = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
+ExpectedVersion = Annotated[int, Field(ge=0), BeforeValidator(_json_integer)]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class PushBody(_Body):
-    data: Any = Field(description="the config document (a JSON object)")
+    data: Any = Field(description="the config document (a JSON object)", json_schema_extra={"type": "object"})
     message: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
-    expected_version: int | None = Field(default=None, ge=0, description="the head you expect; 0 = must not exist")
+    expected_version: ExpectedVersion | None = Field(default=None, description="the head you expect; 0 = not yet")
 
 
 class RollbackBody(_Body):
-    to_version: int = Field(ge=1)
+    to_version: VersionNumber
     message: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
-    expected_version: int | None = Field(default=None, ge=0)
+    expected_version: ExpectedVersion | None = None
 
 
 class ValidateBody(_Body):
-    data: Any = Field(description="the candidate config document")
+    data: Any = Field(description="the candidate config document", json_schema_extra={"type": "object"})
 
 
 # --- responses -------------------------------------------------------------------------------------------
