@@ -8,7 +8,9 @@ resolved last-wins; numbers must fit an IEEE 754 double (1e400 and 10**400 are 4
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
+import re
 import socket
 from collections.abc import Iterator
 
@@ -16,6 +18,8 @@ import httpx
 import pytest
 
 from configd_client._consul import ConsulGateway
+from configd_client._exceptions import InvalidName
+from configd_client._layout import NAME_PATTERN, validate_name
 from tests.api_support import GOOD, rejected, setup_config
 from tests.conftest import ServerProcess, kv_tree
 
@@ -46,6 +50,8 @@ BODIES: dict[str, tuple[bytes, int, str]] = {
     "10**400": (b'{"data": {"timeout_ms": 5, "nested": 1' + b"0" * 400 + b"}}", 422, "range of a JSON number"),
     "5000-digit integer": (b'{"data": {"timeout_ms": 5, "nested": ' + b"7" * 5000 + b"}}", 422, "5000 digits"),
     "huge expected_version": (b'{"data": {"timeout_ms": 5}, "expected_version": 1' + b"0" * 400 + b"}", 422, "range"),
+    "expected_version false": (b'{"data": {"timeout_ms": 5}, "expected_version": false}', 422, "JSON integer"),
+    "expected_version string": (b'{"data": {"timeout_ms": 5}, "expected_version": "1"}', 422, "JSON integer"),
     "NaN": (b'{"data": {"timeout_ms": 5, "nested": NaN}}', 422, "NaN"),
     "duplicate keys": (b'{"data": {"timeout_ms": 5, "timeout_ms": 6}}', 422, "repeats the key 'timeout_ms'"),
     "duplicate envelope keys": (b'{"data": {"timeout_ms": 5}, "data": {"timeout_ms": 6}}', 422, "repeats the key"),
@@ -192,3 +198,23 @@ def test_schema_references_are_never_fetched(server: ServerProcess, gateway: Con
             assert http.put(f"/api/v1/configs/{unique_ns}/local", json={"data": {"a": 5}}).status_code == 201
     finally:
         listener.close()
+
+
+def test_openapi_name_pattern_is_validate_name() -> None:
+    """The pattern the OpenAPI document states for {ns}/{name} accepts exactly what validate_name accepts."""
+    for length in range(1, 6):
+        for letters in itertools.product("a0._-/A ", repeat=length):
+            name = "".join(letters)
+            try:
+                validate_name(name)
+                valid = True
+            except InvalidName:
+                valid = False
+            assert valid == bool(re.fullmatch(NAME_PATTERN, name)), name
+
+
+def test_405_lists_every_method_of_the_path(server: ServerProcess, unique_ns: str) -> None:
+    with server.client("admin") as http:
+        answer = http.request("PATCH", f"/api/v1/configs/{unique_ns}/service")
+    assert answer.status_code == 405 and answer.json()["detail"]
+    assert answer.headers["allow"] == "DELETE, GET, PUT"
