@@ -34,6 +34,10 @@ run: install
 test: install
 	$(PY) -m pytest
 
+# The fast reliability tests also run in `make test`; this adds the long ones (reliability_long).
+test-reliability: install
+	$(PY) -m pytest tests/reliability -m "reliability or reliability_long" -s
+
 typecheck: install
 	@mkdir -p .cache/typecheck
 	@ln -sfn ../../configd .cache/typecheck/configd
