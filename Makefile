@@ -24,8 +24,12 @@ chromium:
 	@bash scripts/install-chromium.sh
 
 # Benchmarks beside raw Consul (~10 min on 2 cores; not part of `make test`): docs/benchmarks.md, bench/results/.
-bench: $(STAMP) consul
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP) consul
 	$(PY) -m bench.run
 
 run: install
