@@ -218,8 +218,11 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
     return app
 
 
+_NAME_PARAMETERS = {("path", "ns"), ("path", "name"), ("query", "namespace")}
+
+
 def _document_names(app: FastAPI) -> None:
-    """State the namespace/name rule (``validate_name``) on every ``{ns}``/``{name}`` path parameter of the
+    """State the namespace/name rule (``validate_name``) on every ``{ns}``/``{name}``/``?namespace=`` parameter of the
     OpenAPI document, so the document describes exactly the names the API accepts."""
     build = app.openapi
 
@@ -229,10 +232,12 @@ def _document_names(app: FastAPI) -> None:
             for operations in document.get("paths", {}).values():
                 for operation in operations.values():
                     for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
-                        if parameter.get("in") == "path" and parameter.get("name") in ("ns", "name"):
+                        if (parameter.get("in"), parameter.get("name")) in _NAME_PARAMETERS:
+                            # An empty ?namespace= means "every namespace", as if it were absent.
+                            pattern = NAME_PATTERN if parameter["in"] == "path" else f"^$|{NAME_PATTERN}"
                             parameter["schema"] = {
                                 **parameter.get("schema", {}),
-                                "pattern": NAME_PATTERN,
+                                "pattern": pattern,
                                 "maxLength": NAME_MAX_LENGTH,
                             }
             app.openapi_schema = document

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -54,7 +55,9 @@ def _schema_errors_by_text(text: str) -> tuple[ErrorDetail, ...]:
 
 
 def _schema_errors(schema: Any) -> list[ErrorDetail]:
-    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+    # With the format checker, every `pattern` and `patternProperties` key must compile (format "regex"):
+    # an invalid regex would otherwise be accepted here and raise re.error on every later push (a 500).
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
     problems = _details(list(meta.iter_errors(schema)))
     if problems or not isinstance(schema, dict):
         return problems
@@ -107,3 +110,5 @@ def config_errors(validator: Draft202012Validator, data: Any) -> list[ErrorDetai
         return _details(list(validator.iter_errors(data)))
     except Unresolvable as exc:
         return [ErrorDetail("/", f"the schema has a reference configd cannot resolve ({exc}); register a fixed schema")]
+    except re.error as exc:  # a pattern registered before patterns were checked
+        return [ErrorDetail("/", f"the schema has an invalid regular expression ({exc}); register a fixed schema")]

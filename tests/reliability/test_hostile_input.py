@@ -218,3 +218,15 @@ def test_405_lists_every_method_of_the_path(server: ServerProcess, unique_ns: st
         answer = http.request("PATCH", f"/api/v1/configs/{unique_ns}/service")
     assert answer.status_code == 405 and answer.json()["detail"]
     assert answer.headers["allow"] == "DELETE, GET, PUT"
+
+
+def test_schema_with_an_invalid_regex_is_refused(server: ServerProcess, gateway: ConsulGateway, unique_ns: str) -> None:
+    """An invalid ``pattern`` was accepted at registration and then made every push a 500 (re.error)."""
+    schema = {"type": "object", "properties": {"a": {"pattern": "(("}}, "patternProperties": {"[": {}}}
+
+    def register() -> httpx.Response:
+        with server.client("admin") as http:
+            return http.put(f"/api/v1/schemas/{unique_ns}/regex", json=schema)
+
+    answer, _ = rejected(server, gateway, register, 422)
+    assert {e["path"] for e in answer.json()["errors"]} == {"/properties/a/pattern", "/patternProperties"}
