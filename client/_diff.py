@@ -67,7 +67,8 @@ def diff_json(old: Any, new: Any, path: str = "") -> list[Change]:
 
 
 def _pointer_sort_key(pointer: str) -> list[tuple[int, int | str]]:
-    return [(0, int(t)) if t.isdigit() else (1, t) for t in pointer.split("/")[1:]]
+    # isdigit() is also true for "²" and other digits int() refuses: array indexes are ASCII digits only.
+    return [(0, int(t)) if t.isascii() and t.isdigit() else (1, t) for t in pointer.split("/")[1:]]
 
 
 def unified_diff(old: Any, new: Any, *, from_label: str = "a", to_label: str = "b", context: int = 3) -> str:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from configd_client._consul import ConsulGateway
+from configd_client._diff import diff_json
 from configd_client._exceptions import InvalidName
 from configd_client._layout import NAME_PATTERN, validate_name
 from tests.api_support import GOOD, rejected, setup_config
@@ -230,3 +231,16 @@ def test_schema_with_an_invalid_regex_is_refused(server: ServerProcess, gateway:
 
     answer, _ = rejected(server, gateway, register, 422)
     assert {e["path"] for e in answer.json()["errors"]} == {"/properties/a/pattern", "/patternProperties"}
+
+
+def test_diff_of_keys_that_look_like_digits() -> None:
+    """'²' passes str.isdigit() but not int(): sorting such a key made /validate a 500 (found by schemathesis)."""
+    changes = diff_json({"a": 1}, {"²": 1, "10": 2, "9": 3, "٣": 4})
+    assert [c.path for c in changes] == ["/9", "/10", "/a", "/²", "/٣"]
+    assert {c.op for c in changes} == {"add", "remove"}
+
+
+def test_validate_with_odd_keys_is_not_a_500(server: ServerProcess, target: str) -> None:
+    with server.client("admin") as http:
+        answer = http.post(f"{target}/validate", json={"data": {"timeout_ms": 5, "nested": {"²": {"٣": [1]}}}})
+    assert answer.status_code == 200 and answer.json()["valid"] is True, answer.text

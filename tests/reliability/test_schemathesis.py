@@ -71,12 +71,12 @@ def run_schemathesis(server: ServerProcess, workdir: Path, *, max_examples: int,
     done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900, check=False)
     elapsed = time.perf_counter() - started
     output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-8000:]
+    log = server.log_tail(100_000)
+    assert done.returncode == 0, output[-8000:] + "\n--- server log ---\n" + log[-4000:]
     generated = re.search(r"(\d+) generated, (\d+) passed(?:, (\d+) skipped)?", output)
     assert generated, output[-4000:]
     operations = re.search(r"Tested: (\d+)", output)
     assert operations and int(operations.group(1)) >= 17, output[-4000:]
-    log = server.log_tail(100_000)
     assert "incident" not in log and "Traceback" not in log, log[-4000:]
     counts = {
         "operations": int(operations.group(1)),
