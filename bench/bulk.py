@@ -4,9 +4,10 @@ paginated history of a config with many versions — each beside raw Consul doin
 Import: a tree of ``<count>`` configs, each with its own schema (a config cannot exist without one), applied by
 the real ``configctl`` process (16 workers, its default). Raw: 16 threads write the same documents as the
 transactions configd commits (a 2-op schema txn and a 4-op config txn per config).
-Listing: ``GET /api/v1/configs/<ns>`` vs a raw recursive GET of the same head keys.
-History: walking every page (``limit`` per page) of ``GET …/versions`` vs raw Consul reading the same pages
-(a keys listing and one txn of ``limit`` gets per page, what a client of raw Consul would have to do).
+Listing and history: walking every page (``limit`` per page) of ``GET /api/v1/configs/<ns>?limit=&after=`` and
+``GET …/versions?limit=&before=`` vs raw Consul reading the same pages (a keys listing and one txn of ``limit``
+gets per page, what a client of raw Consul would have to do). The whole namespace in one response (no ``limit``)
+is measured too, beside one raw recursive GET of the head keys.
 """
 
 from __future__ import annotations
@@ -107,11 +108,51 @@ def run(env: BenchEnv, count: int, versions: int, page: int, repeat: int) -> dic
     listing = ok(http.get(f"/api/v1/configs/{namespace}"))
     assert len(listing["configs"]) == count, len(listing["configs"])
     heads_url = f"{env.consul_addr}/v1/kv/{layout.heads_prefix(namespace)}"
+    full_configd: list[float] = []
+    full_raw: list[float] = []
+    for _ in range(max(1, repeat // 4)):  # interleaved; informational: the whole namespace in one response
+        full_configd += _timed(lambda: ok(http.get(f"/api/v1/configs/{namespace}")), 1)
+        full_raw += _timed(lambda: raw_http.get(heads_url, params={"recurse": "1"}).json(), 1)
+
+    heads_prefix = layout.heads_prefix(namespace)
+
+    def configd_list_walk(samples: list[float]) -> int:
+        after: str | None = None
+        seen = 0
+        while True:
+            params: dict[str, Any] = {"limit": page} if after is None else {"limit": page, "after": after}
+            t0 = time.perf_counter()
+            body = ok(http.get(f"/api/v1/configs/{namespace}", params=params))
+            samples.append(time.perf_counter() - t0)
+            seen += len(body["configs"])
+            after = body["next_after"]
+            if after is None:
+                return seen
+
+    def raw_list_walk(samples: list[float]) -> int:
+        seen = 0
+        offset = 0
+        while True:
+            t0 = time.perf_counter()
+            keys = gateway.keys(heads_prefix)
+            batch = keys[offset : offset + page]
+            entries = [
+                e
+                for start in range(0, len(batch), 64)
+                for e in gateway.txn([op_get(k) for k in batch[start : start + 64]])
+            ]
+            [json.loads(e.value) for e in entries]
+            samples.append(time.perf_counter() - t0)
+            seen += len(batch)
+            offset += page
+            if offset >= len(keys):
+                return seen
+
     list_configd: list[float] = []
     list_raw: list[float] = []
-    for _ in range(repeat):  # interleaved
-        list_configd += _timed(lambda: ok(http.get(f"/api/v1/configs/{namespace}")), 1)
-        list_raw += _timed(lambda: raw_http.get(heads_url, params={"recurse": "1"}).json(), 1)
+    for _ in range(max(1, repeat // 10)):
+        assert configd_list_walk(list_configd) == count
+        assert raw_list_walk(list_raw) == count
 
     # A config with `versions` versions, its history read page by page.
     setup_configs(server, "history", ["long"])
@@ -162,6 +203,7 @@ def run(env: BenchEnv, count: int, versions: int, page: int, repeat: int) -> dic
     server.stop()
 
     list_c, list_r = summary_ms(list_configd), summary_ms(list_raw)
+    full_c, full_r = summary_ms(full_configd), summary_ms(full_raw)
     hist_c, hist_r = summary_ms(hist_configd), summary_ms(hist_raw)
     result = {
         "import": {
@@ -174,8 +216,15 @@ def run(env: BenchEnv, count: int, versions: int, page: int, repeat: int) -> dic
             "target_s": 20,
             "target_met": import_s < 20,
         },
+        "listing_full": {
+            "configs": count,
+            "configd": full_c,
+            "raw": full_r,
+            "p99_ratio": ratio(full_c["p99_ms"], full_r["p99_ms"]),
+        },
         "listing": {
             "configs": count,
+            "page": page,
             "configd": list_c,
             "raw": list_r,
             "p99_ratio": ratio(list_c["p99_ms"], list_r["p99_ms"]),

@@ -128,7 +128,7 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             f"{i['raw_s']} s | {i['ratio']} | < 20 s: {_yes(i['target_met'])} |"
         )
         for label, row in (
-            (f"list a namespace of {li['configs']} configs", li),
+            (f"list a namespace of {li['configs']} configs, page of {li.get('page', '?')} (every page walked)", li),
             (f"history page of {h['page']} ({h['versions']} versions, every page walked)", h),
         ):
             c, w = row["configd"], row["raw"]
@@ -137,9 +137,18 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
                 f"{w['p50_ms']} / {w['p99_ms']} / {w['max_ms']} | p99 × {row['p99_ratio']} | "
                 f"p99 < 100 ms: {_yes(row['target_met'])} |"
             )
+        if "listing_full" in b:
+            f = b["listing_full"]
+            c, w = f["configd"], f["raw"]
+            add(
+                f"| whole namespace of {f['configs']} in one response (no target): p50 / p99 / max (ms) | "
+                f"{c['p50_ms']} / {c['p99_ms']} / {c['max_ms']} (n={c['n']}) | "
+                f"{w['p50_ms']} / {w['p99_ms']} / {w['max_ms']} | p99 × {f['p99_ratio']} | |"
+            )
         add(
-            "\nRaw listing: one recursive GET of the same head keys. Raw history page: a keys listing plus one "
-            "transaction of `page` gets, parsed as JSON (what a raw-Consul client would have to do).\n"
+            "\nRaw page (listing and history alike): a keys listing plus one transaction of `page` gets, parsed as "
+            "JSON (what a raw-Consul client would have to do). Raw whole namespace: one recursive GET of the head "
+            "keys.\n"
         )
 
     if "large" in results:

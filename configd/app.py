@@ -218,7 +218,7 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
     return app
 
 
-_NAME_PARAMETERS = {("path", "ns"), ("path", "name"), ("query", "namespace")}
+_NAME_PARAMETERS = {("path", "ns"), ("path", "name"), ("query", "namespace"), ("query", "after")}
 
 
 def _document_names(app: FastAPI) -> None:
@@ -233,7 +233,7 @@ def _document_names(app: FastAPI) -> None:
                 for operation in operations.values():
                     for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
                         if (parameter.get("in"), parameter.get("name")) in _NAME_PARAMETERS:
-                            # An empty ?namespace= means "every namespace", as if it were absent.
+                            # An empty ?namespace= (or ?after=) counts as absent.
                             pattern = NAME_PATTERN if parameter["in"] == "path" else f"^$|{NAME_PATTERN}"
                             parameter["schema"] = {
                                 **parameter.get("schema", {}),

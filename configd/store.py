@@ -110,6 +110,14 @@ class VersionDiff:
 
 
 @dataclass(frozen=True)
+class HeadsPage:
+    """Live heads of one namespace in name order; ``next_after`` continues the listing."""
+
+    heads: list[HeadRecord]
+    next_after: str | None
+
+
+@dataclass(frozen=True)
 class HistoryPage:
     """Version records newest first, without their data; ``next_before`` continues the listing."""
 
@@ -350,6 +358,28 @@ class ConfigStore:
         _, entries = self.gateway.list(prefix)
         heads = [HeadRecord.from_bytes(e.value) for e in entries]
         return sorted((h for h in heads if include_deleted or not h.deleted), key=lambda h: (h.namespace, h.name))
+
+    def heads_page(self, namespace: str, *, limit: int, after: str | None = None) -> HeadsPage:
+        """Up to ``limit`` live heads of a namespace with names after ``after``, in name order.
+
+        Lists key names only (no values), then reads just the page's heads in read-only transactions, so a page
+        costs the same in a namespace of 10 configs or of 10,000. Tombstones are skipped, so a page may hold
+        fewer than ``limit`` heads; ``next_after`` is None on the last page.
+        """
+        validate_name(namespace, "namespace")
+        if after is not None:
+            validate_name(after, "after")
+        prefix = self.layout.heads_prefix(namespace)
+        names = [k[len(prefix) :] for k in self.gateway.keys(prefix)]
+        eligible = [n for n in names if after is None or n > after]
+        page = eligible[: max(1, limit)]
+        heads: list[HeadRecord] = []
+        for start in range(0, len(page), CONSUL_TXN_MAX_OPS):
+            batch = page[start : start + CONSUL_TXN_MAX_OPS]
+            entries = self.gateway.txn([op_get(self.layout.head(namespace, n)) for n in batch])
+            heads.extend(h for h in (HeadRecord.from_bytes(e.value) for e in entries) if not h.deleted)
+        more = len(eligible) > len(page)
+        return HeadsPage(heads, next_after=page[-1] if more else None)
 
     def namespaces(self) -> dict[str, list[HeadRecord]]:
         """Live configs grouped by namespace."""

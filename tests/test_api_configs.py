@@ -73,6 +73,10 @@ def test_push_read_history_diff_rollback_delete(server: ServerProcess, unique_ns
         assert listing["namespace"] == ns and [(c["name"], c["version"]) for c in listing["configs"]] == [
             ("service", 3)
         ]
+        paged = http.get(f"/api/v1/configs/{ns}", params={"limit": 1}).json()
+        assert [c["name"] for c in paged["configs"]] == ["service"] and paged["next_after"] is None
+        assert http.get(f"/api/v1/configs/{ns}", params={"after": "service"}).json()["configs"] == []
+        assert http.get(f"/api/v1/configs/{ns}", params={"after": "Bad/Name"}).status_code in (404, 422)
         namespaces = {n["namespace"]: n for n in http.get("/api/v1/configs").json()["namespaces"]}
         assert namespaces[ns]["configs"] == 1 and namespaces[ns]["latest_author"] == "editor"
 

@@ -332,3 +332,18 @@ def test_unknown_versions_are_not_found(store: ConfigStore) -> None:
         store.rollback("payments", "service", 9, actor="a")
     with pytest.raises(NotFound):
         store.history("payments", "nothing")
+
+
+def test_namespace_listing_pages_by_name(gateway: ConsulGateway, layout: KeyLayout) -> None:
+    store = ConfigStore(gateway, layout)
+    for i in range(7):
+        store.register_schema("many", f"c{i}", {"type": "object"}, actor="a")
+        store.push("many", f"c{i}", {"i": i}, actor="a")
+    store.delete("many", "c3", actor="a")
+    first = store.heads_page("many", limit=3)
+    assert [h.name for h in first.heads] == ["c0", "c1", "c2"] and first.next_after == "c2"
+    second = store.heads_page("many", limit=3, after=first.next_after)
+    assert [h.name for h in second.heads] == ["c4", "c5"] and second.next_after == "c5"  # c3 is a tombstone
+    last = store.heads_page("many", limit=3, after=second.next_after)
+    assert [h.name for h in last.heads] == ["c6"] and last.next_after is None
+    assert [h.name for h in store.heads("many")] == ["c0", "c1", "c2", "c4", "c5", "c6"]

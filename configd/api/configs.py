@@ -66,11 +66,22 @@ def list_namespaces(principal: Reader, store: Store) -> NamespacesView:
 
 
 @router.get("/{ns}", response_model=NamespaceView, responses=_ERRORS, summary="The configs of a namespace")
-def list_configs(ns: str, _: Reader, store: Store) -> NamespaceView:
-    heads = store.heads(ns)
-    if not heads:
+def list_configs(
+    ns: str,
+    _: Reader,
+    store: Store,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="page size; omit for every config")] = None,
+    after: Annotated[str | None, Query(description="continue after this config name (the previous next_after)")] = None,
+) -> NamespaceView:
+    after = after or None
+    if limit is None and after is None:
+        heads, next_after = store.heads(ns), None
+    else:
+        page = store.heads_page(ns, limit=limit or 1000, after=after)
+        heads, next_after = page.heads, page.next_after
+    if not heads and after is None:
         raise NotFound(f"namespace {ns} has no configs")
-    return NamespaceView(namespace=ns, configs=[ConfigSummary.of(h) for h in heads])
+    return NamespaceView(namespace=ns, configs=[ConfigSummary.of(h) for h in heads], next_after=next_after)
 
 
 @router.put(

@@ -247,6 +247,7 @@ class ConfigSummary(BaseModel):
 class NamespaceView(BaseModel):
     namespace: str
     configs: list[ConfigSummary]
+    next_after: str | None = None
 
 
 class AuditEntry(BaseModel):
