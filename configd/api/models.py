@@ -121,18 +121,7 @@ class WriteResult(BaseModel):
 
     @classmethod
     def of(cls, status: Literal["created", "unchanged"], head: HeadRecord) -> WriteResult:
-        return cls(
-            status=status,
-            namespace=head.namespace,
-            name=head.name,
-            version=head.version,
-            sha256=head.sha256,
-            size=head.size,
-            author=head.author,
-            message=head.message,
-            created_at=head.created_at,
-            schema_version=head.schema_ref.version,
-        )
+        return cls(status=status, namespace=head.namespace, **ConfigSummary.of(head).model_dump())
 
 
 class DeleteResult(BaseModel):
