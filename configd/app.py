@@ -97,12 +97,17 @@ def _detail(exc: ConfigdError, code: int, prefix: str) -> str:
 
 
 async def _reject(request: Request, code: int, reason: str, detail: str) -> None:
-    """Count a rejected write and append its audit entry (the only write a rejection makes)."""
+    """Count a rejected write and append its audit entry (the only write a rejection makes; none for a 401)."""
     attempt = current_attempt(request)
     if attempt is None or attempt.namespace is None:
         return
     state = get_state(request)
     state.metrics.rejection(attempt.action, reason)
+    if code == 401:
+        # Anyone can send a request without a valid token: writing an audit entry for each would let anonymous
+        # callers grow Consul's KV without bound. They are counted (metrics) and logged, never stored.
+        log.warning("rejected unauthenticated %s of %s/%s", attempt.action, attempt.namespace, attempt.name or "")
+        return
     entry = new_entry(
         actor=attempt.actor,
         action=attempt.action,
