@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +30,11 @@ class Change:
 
 def escape_token(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
+
+
+def json_pointer(parts: Iterable[object]) -> str:
+    """The RFC 6901 pointer of a path of keys and indexes (``""`` for the whole document)."""
+    return "".join(f"/{escape_token(str(part))}" for part in parts)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from configd_client._consul import ConsulGateway
+from configd_client._diff import json_pointer
 from configd_client._exceptions import (
     ConfigdError,
     ConfigTooLarge,
@@ -138,13 +139,9 @@ async def _configd_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(detail, errors, **extra), status_code=code, headers=headers)
 
 
-def _pointer(loc: tuple[Any, ...] | list[Any]) -> str:
-    return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc)
-
-
 async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [ErrorDetail(_pointer(e.get("loc", ())), str(e.get("msg", "invalid"))) for e in exc.errors()]
+    errors = [ErrorDetail(json_pointer(e.get("loc", ())) or "/", str(e.get("msg", "invalid"))) for e in exc.errors()]
     detail = "the request is invalid: " + "; ".join(f"{e.path}: {e.message}" for e in errors)
     await _reject(request, 422, "validation", detail)
     return JSONResponse(error_body(detail, errors), status_code=422)

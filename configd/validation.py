@@ -20,7 +20,9 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from configd_client._exceptions import ErrorDetail
+from configd_client._diff import escape_token, json_pointer
+from configd_client._exceptions import ErrorDetail, InvalidConfig
+from configd_client._records import canonical_json
 
 MAX_REPORTED_ERRORS = 500
 # Keywords whose values are instance data, not subschemas: a "$ref" key inside them is not a reference.
@@ -28,14 +30,9 @@ _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
 _ROOT_URI = "urn:configd:schema"
 
 
-def _pointer(error: ValidationError) -> str:
-    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in error.absolute_path]
-    return "/" + "/".join(parts) if parts else ""
-
-
 def _details(errors: list[ValidationError]) -> list[ErrorDetail]:
     found = sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    return [ErrorDetail(_pointer(e) or "/", e.message) for e in found[:MAX_REPORTED_ERRORS]]
+    return [ErrorDetail(json_pointer(e.absolute_path) or "/", e.message) for e in found[:MAX_REPORTED_ERRORS]]
 
 
 def schema_errors(schema: Any) -> list[ErrorDetail]:
@@ -43,14 +40,14 @@ def schema_errors(schema: Any) -> list[ErrorDetail]:
     # Meta-validation ($dynamicRef) costs ~5 ms per schema; imports register many identical schemas, so the
     # verdict is memoised by the schema's canonical JSON (a pure function of it).
     try:
-        key = json.dumps(schema, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError):
+        key = canonical_json(schema)
+    except InvalidConfig:
         return _schema_errors(schema)
     return list(_schema_errors_by_text(key))
 
 
 @functools.lru_cache(maxsize=1024)
-def _schema_errors_by_text(text: str) -> tuple[ErrorDetail, ...]:
+def _schema_errors_by_text(text: bytes) -> tuple[ErrorDetail, ...]:
     return tuple(_schema_errors(json.loads(text)))
 
 
@@ -91,7 +88,7 @@ def _unresolvable_refs(node: Any, resolver: Any, path: str) -> list[ErrorDetail]
                 )
     for key, value in node.items():
         if key not in _DATA_KEYWORDS:
-            found += _unresolvable_refs(value, resolver, f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}")
+            found += _unresolvable_refs(value, resolver, f"{path}/{escape_token(str(key))}")
     return found
 
 

@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
+from configd_client._diff import json_pointer
 from configd_client._exceptions import ErrorDetail, InvalidConfig, InvalidName, ValidationFailed
 from configd_client._layout import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, validate_name
 from configd_client._records import json_depth
@@ -218,8 +219,7 @@ def body_errors(exc: ValidationError) -> list[ErrorDetail]:
     """pydantic's errors as JSON Pointer paths into the body."""
     found = []
     for error in exc.errors(include_url=False, include_input=False):
-        path = "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in error["loc"])
-        found.append(ErrorDetail(path if error["loc"] else "/", error["msg"]))
+        found.append(ErrorDetail(json_pointer(error["loc"]) or "/", error["msg"]))
     return found
 
 
