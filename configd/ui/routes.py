@@ -300,10 +300,11 @@ def namespace_page(request: Request, ns: str) -> Response:
     def build(session: Session) -> Page:
         _require_namespace(session, ns)
         store = _state(request).store
-        heads = store.heads(ns)
+        every_head = store.heads(ns, include_deleted=True)  # one read: tombstones only serve the client view
+        heads = [h for h in every_head if not h.deleted]
         if not heads:
             raise NotFound(f"namespace {ns} has no configs")
-        clients = _clients(store, ns, store.heads(ns, include_deleted=True))
+        clients = _clients(store, ns, every_head)
         counts = client_counts(clients, [h.name for h in heads])
         rows = [{"head": h, "clients": counts[h.name]} for h in heads]
         return Page(
