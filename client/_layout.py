@@ -2,7 +2,7 @@
 
 Every key lives under one prefix (``configd`` by default)::
 
-    <prefix>/heads/<ns>/<name>                     head record: the current version of a config (small)
+    <prefix>/heads/<ns>/<name>                     head record: the current version (document inline if ≤ 4 KiB)
     <prefix>/versions/<ns>/<name>/<v:012d>         version record: immutable, data inline or compressed
     <prefix>/blobs/<ns>/<name>/<sha256>/<i:04d>    gzip chunks of a version too large for one value
     <prefix>/schemas/heads/<ns>/<name>             schema head record
@@ -11,7 +11,8 @@ Every key lives under one prefix (``configd`` by default)::
     <prefix>/clients/<ns>/<instance>               SDK instance registration, bound to a Consul session
 
 Heads sit apart from version bodies so that ONE blocking query on ``<prefix>/heads/<ns>/`` watches every
-config of a namespace and its responses stay small. See docs/storage.md for the why of each shape.
+config of a namespace and its responses stay small; a small document (≤ ``HEAD_INLINE_BYTES``) rides in its
+head too, so a watcher applies a change from the wake-up itself. See docs/storage.md for the why of each shape.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ MAX_RECORD_BYTES = 256 * 1024
 CHUNK_BYTES = 256 * 1024
 # The largest config configd accepts, measured as canonical JSON.
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
+# A config whose canonical JSON is at most this long is also carried inside its head record, so a watcher that
+# wakes on a head change has the document at once (no second read). Larger ones are read from the version.
+HEAD_INLINE_BYTES = 4 * 1024
 # The largest JSON Schema configd accepts (a schema version is one record, never chunked).
 MAX_SCHEMA_BYTES = 128 * 1024
 # Deepest nesting accepted in a config or schema document.

@@ -24,7 +24,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._exceptions import ConfigdError, ConfigTooLarge, InvalidConfig
-from ._layout import CHUNK_BYTES, MAX_CONFIG_BYTES, MAX_JSON_DEPTH, MAX_RECORD_BYTES
+from ._layout import CHUNK_BYTES, HEAD_INLINE_BYTES, MAX_CONFIG_BYTES, MAX_JSON_DEPTH, MAX_RECORD_BYTES
 
 Encoding = Literal["json", "gzip+base64", "gzip-chunks"]
 
@@ -97,7 +97,11 @@ class SchemaRef(_Record):
 
 
 class HeadRecord(_Record):
-    """``heads/<ns>/<name>``: which version is current. Small: watchers receive every head of a namespace."""
+    """``heads/<ns>/<name>``: which version is current. Small: watchers receive every head of a namespace.
+
+    A document of at most ``HEAD_INLINE_BYTES`` (canonical JSON) is carried here as well as in its version
+    record, written in the same transaction, so watchers apply it without a second read.
+    """
 
     kind: Literal["configd.head"] = "configd.head"
     namespace: str
@@ -110,6 +114,22 @@ class HeadRecord(_Record):
     message: str = ""
     created_at: str
     deleted: bool = False
+    data: dict[str, Any] | None = Field(
+        default=None, description="the document itself when its canonical JSON is at most 4 KiB; else null"
+    )
+
+    def inline_data(self) -> dict[str, Any] | None:
+        """The document carried in this head, checked against its sha256 (None when not carried)."""
+        if self.data is None or self.deleted:
+            return None
+        if sha256_hex(canonical_json(self.data)) != self.sha256:
+            raise ConfigdError(f"{self.namespace}/{self.name} v{self.version}: head data does not match its sha256")
+        return self.data
+
+
+def head_inline(data: Any, canonical: bytes) -> dict[str, Any] | None:
+    """The document to carry in a head record: itself when its canonical JSON is small enough, else None."""
+    return data if isinstance(data, dict) and len(canonical) <= HEAD_INLINE_BYTES else None
 
 
 class VersionRecord(_Record):

@@ -58,6 +58,7 @@ from configd_client._records import (
     check_document,
     decode_data,
     encode_data,
+    head_inline,
     sha256_hex,
     utcnow,
 )
@@ -535,6 +536,7 @@ class ConfigStore:
             author=actor,
             message=message,
             created_at=now,
+            data=head_inline(data, canonical),
         )
         audit = new_entry(
             actor=actor,
@@ -610,7 +612,13 @@ class ConfigStore:
             raise NotFound(f"config {namespace}/{name} does not exist")
         head, entry = found
         tombstone = head.model_copy(
-            update={"deleted": True, "author": actor, "message": message or "deleted", "created_at": utcnow()}
+            update={
+                "deleted": True,
+                "data": None,
+                "author": actor,
+                "message": message or "deleted",
+                "created_at": utcnow(),
+            }
         )
         audit = new_entry(
             actor=actor,

@@ -11,6 +11,7 @@ import pytest
 
 from configd.store import ConfigStore
 from configd_client import (
+    ConfigdError,
     ConfigTooLarge,
     InvalidConfig,
     InvalidName,
@@ -21,7 +22,7 @@ from configd_client import (
     VersionConflict,
 )
 from configd_client._consul import ConsulGateway
-from configd_client._layout import MAX_CONFIG_BYTES, KeyLayout
+from configd_client._layout import HEAD_INLINE_BYTES, MAX_CONFIG_BYTES, KeyLayout
 from configd_client._records import HeadRecord, VersionRecord, canonical_json, sha256_hex
 from tests.conftest import kv_tree
 
@@ -208,6 +209,27 @@ def test_four_megabyte_config_round_trips(gateway: ConsulGateway, layout: KeyLay
     # The head stays small: watchers of the namespace never receive version bodies.
     head_entry = gateway.get(layout.head("big", "blob"))
     assert head_entry is not None and len(head_entry.value) < 1024
+
+
+def test_small_documents_ride_in_their_head(store: ConfigStore, gateway: ConsulGateway, layout: KeyLayout) -> None:
+    small = {"timeout_ms": 5, "limits": {"daily": 1.5}}
+    store.push("payments", "service", small, actor="a")
+    entry = gateway.get(layout.head("payments", "service"))
+    assert entry is not None
+    head = HeadRecord.from_bytes(entry.value)
+    assert head.data == small and head.inline_data() == small
+    # One byte over the inline limit: the head points at the version only.
+    filler = "x" * (HEAD_INLINE_BYTES - len(canonical_json({"timeout_ms": 5, "pad": ""})) + 1)
+    store.register_schema("payments", "wide", {"type": "object"}, actor="a")
+    store.push("payments", "wide", {"timeout_ms": 5, "pad": filler}, actor="a")
+    wide = store.head("payments", "wide")
+    assert wide.size == HEAD_INLINE_BYTES + 1 and wide.data is None and wide.inline_data() is None
+    # A tombstone carries no document, and a tampered inline document is refused, not applied.
+    store.delete("payments", "service", actor="admin")
+    entry = gateway.get(layout.head("payments", "service"))
+    assert entry is not None and HeadRecord.from_bytes(entry.value).data is None
+    with pytest.raises(ConfigdError, match="does not match its sha256"):
+        head.model_copy(update={"data": {"timeout_ms": 6}}).inline_data()
 
 
 def test_mid_size_config_is_compressed_inline(gateway: ConsulGateway, layout: KeyLayout) -> None:
