@@ -127,6 +127,60 @@ class HistoryPage:
     next_before: int | None
 
 
+@dataclass(frozen=True)
+class Heads:
+    """What a push depends on: the config head and its schema head, each with the ModifyIndex it was read at
+    (0 when absent). The push transaction is guarded by exactly these two indexes."""
+
+    head: HeadRecord | None
+    head_index: int
+    schema: SchemaHeadRecord | None
+    schema_index: int
+
+
+@dataclass(frozen=True)
+class _PushRequest:
+    namespace: str
+    name: str
+    data: Any
+    actor: str
+    message: str
+    expected_version: int | None
+    rollback_of: int | None
+
+
+@dataclass
+class _KnownHeads:
+    """The heads this process last read or committed, per config (bounded LRU, thread-safe).
+
+    A push may start from these instead of reading Consul: its transaction's CAS on the head and check-index on
+    the schema head then prove them current (or fail, and the push re-reads). Another writer — a second server
+    process, a replica — makes an entry stale, which costs one failed transaction, never a wrong result.
+    """
+
+    maxsize: int = 4096
+    _items: OrderedDict[tuple[str, str], Heads] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, namespace: str, name: str) -> Heads | None:
+        with self._lock:
+            found = self._items.get((namespace, name))
+            if found is not None:
+                self._items.move_to_end((namespace, name))
+            return found
+
+    def put(self, namespace: str, name: str, heads: Heads) -> None:
+        with self._lock:
+            self._items[(namespace, name)] = heads
+            self._items.move_to_end((namespace, name))
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._items.pop((namespace, name), None)
+
+
 def _clip(text: str, limit: int, what: str) -> str:
     if len(text) > limit:
         raise ValidationFailed(f"{what} is longer than {limit} characters")
@@ -295,6 +349,7 @@ class ConfigStore:
         self.layout = layout or KeyLayout()
         self.audit = AuditLog(gateway, self.layout)
         self.schemas = SchemaRegistry(gateway, self.layout, self.audit)
+        self._known = _KnownHeads()
 
     # --- reads -------------------------------------------------------------------------------------
     def _head(self, namespace: str, name: str) -> tuple[HeadRecord, KVEntry] | None:
@@ -405,35 +460,51 @@ class ConfigStore:
         )
 
     # --- validation --------------------------------------------------------------------------------
-    def _validated(self, namespace: str, name: str, data: Any) -> tuple[SchemaHeadRecord, KVEntry, bytes]:
-        """Check ``data`` against the config's current schema; returns the schema head it passed and the bytes."""
+    def _validated(self, namespace: str, name: str, data: Any, schema_head: SchemaHeadRecord | None) -> bytes:
+        """Check ``data`` against the config's current schema head; returns its canonical bytes."""
         check_document(data)
         canonical = canonical_json(data)
         if len(canonical) > MAX_CONFIG_BYTES:
             raise ConfigTooLarge(len(canonical), MAX_CONFIG_BYTES)
-        found = self.schemas.head(namespace, name)
-        if found is None:
+        if schema_head is None:
             raise SchemaNotFound(f"no schema is registered for {namespace}/{name}; register one before pushing configs")
-        schema_head, schema_entry = found
         errors = config_errors(self.schemas.validator(schema_head), data)
         if errors:
             raise ValidationFailed(
                 f"{namespace}/{name}: {len(errors)} validation error(s) against schema v{schema_head.version}",
                 errors,
             )
-        return schema_head, schema_entry, canonical
+        return canonical
+
+    def _read_heads(self, namespace: str, name: str) -> Heads:
+        """The config head and the schema head as Consul has them now, in one round trip when both exist."""
+        head_key, schema_key = self.layout.head(namespace, name), self.layout.schema_head(namespace, name)
+        try:
+            found = {e.key: e for e in self.gateway.txn([op_get(head_key), op_get(schema_key)])}
+        except VersionConflict:  # a read transaction fails as a whole when a key is missing: read them apart
+            found = {key: entry for key in (head_key, schema_key) if (entry := self.gateway.get(key)) is not None}
+        head, schema = found.get(head_key), found.get(schema_key)
+        heads = Heads(
+            head=HeadRecord.from_bytes(head.value) if head else None,
+            head_index=head.modify_index if head else 0,
+            schema=SchemaHeadRecord.from_bytes(schema.value) if schema else None,
+            schema_index=schema.modify_index if schema else 0,
+        )
+        self._known.put(namespace, name, heads)
+        return heads
 
     def dry_run(self, namespace: str, name: str, data: Any) -> DryRun:
         """Validate and diff against the head without writing anything."""
         validate_name(namespace, "namespace")
         validate_name(name, "name")
-        found = self._head(namespace, name)
-        head = found[0] if found and not found[0].deleted else None
+        current = self._read_heads(namespace, name)
+        head = current.head if current.head and not current.head.deleted else None
         old = self.data(self.version(namespace, name, head.version)) if head else None
         try:
-            schema_head, _, _ = self._validated(namespace, name, data)
+            self._validated(namespace, name, data, current.schema)
             errors: list[Any] = []
-            ref: SchemaRef | None = SchemaRef(namespace=namespace, name=name, version=schema_head.version)
+            assert current.schema is not None
+            ref: SchemaRef | None = SchemaRef(namespace=namespace, name=name, version=current.schema.version)
         except ValidationFailed as exc:
             errors, ref = exc.errors, None
         changes = diff_json(old, data) if old is not None else diff_json({}, data)
@@ -468,36 +539,48 @@ class ConfigStore:
         validate_name(name, "name")
         _clip(message, MAX_MESSAGE_CHARS, "message")
         _clip(actor, MAX_AUTHOR_CHARS, "author")
+        request = _PushRequest(namespace, name, data, actor, message, expected_version, rollback_of)
         attempts = 1 if expected_version is not None else PUSH_ATTEMPTS
         for attempt in range(attempts):
             try:
-                return self._push_once(namespace, name, data, actor, message, expected_version, rollback_of)
+                return self._push_attempt(request)
             except VersionConflict:
                 if attempt + 1 >= attempts:
                     raise
                 time.sleep(random.uniform(0.001, 0.01 * (attempt + 1)))
         raise AssertionError("unreachable")
 
-    def _push_once(
-        self,
-        namespace: str,
-        name: str,
-        data: Any,
-        actor: str,
-        message: str,
-        expected_version: int | None,
-        rollback_of: int | None,
-    ) -> PushResult:
-        found = self._head(namespace, name)
-        head, head_entry = found if found else (None, None)
+    def _push_attempt(self, request: _PushRequest) -> PushResult:
+        """One push from the heads this process already knows, else (or when they prove stale) from a fresh read.
+
+        Only a created version is trusted from known heads: its transaction's CAS and check-index prove they
+        were current. Every other outcome — unchanged, an expected-version mismatch, a validation failure, a lost
+        race — is decided again on a fresh read, so a stale cache can cost a round trip but never a wrong answer.
+        """
+        known = self._known.get(request.namespace, request.name)
+        if known is not None:
+            try:
+                result = self._push_once(request, known, fresh=False)
+                if result.created:
+                    return result
+            except (VersionConflict, ValidationFailed):
+                pass
+            self._known.forget(request.namespace, request.name)
+        return self._push_once(request, self._read_heads(request.namespace, request.name), fresh=True)
+
+    def _push_once(self, request: _PushRequest, current: Heads, *, fresh: bool) -> PushResult:
+        namespace, name, data = request.namespace, request.name, request.data
+        head = current.head
         live_version = head.version if head and not head.deleted else 0
-        if expected_version is not None and expected_version != live_version:
+        if request.expected_version is not None and request.expected_version != live_version:
             raise VersionConflict(
-                f"{namespace}/{name}: expected version {expected_version}, but the head is {live_version}",
-                expected=expected_version,
+                f"{namespace}/{name}: expected version {request.expected_version}, but the head is {live_version}",
+                expected=request.expected_version,
                 actual=live_version,
             )
-        schema_head, schema_entry, canonical = self._validated(namespace, name, data)
+        canonical = self._validated(namespace, name, data, current.schema)
+        assert current.schema is not None
+        schema_head = current.schema
         sha = sha256_hex(canonical)
         if head is not None and not head.deleted and head.sha256 == sha:
             return PushResult("unchanged", head)
@@ -518,10 +601,10 @@ class ConfigStore:
             sha256=sha,
             size=len(canonical),
             schema_ref=schema_ref,
-            author=actor,
-            message=message,
+            author=request.actor,
+            message=request.message,
             created_at=now,
-            rollback_of=rollback_of,
+            rollback_of=request.rollback_of,
             encoding=encoded.encoding,
             data=encoded.inline,
             chunks=len(encoded.chunks),
@@ -533,46 +616,46 @@ class ConfigStore:
             sha256=sha,
             size=len(canonical),
             schema_ref=schema_ref,
-            author=actor,
-            message=message,
+            author=request.actor,
+            message=request.message,
             created_at=now,
             data=head_inline(data, canonical),
         )
         audit = new_entry(
-            actor=actor,
-            action="rollback" if rollback_of is not None else "push",
+            actor=request.actor,
+            action="rollback" if request.rollback_of is not None else "push",
             namespace=namespace,
             name=name,
             result="created",
             status=201,
             version=version,
-            from_version=rollback_of if rollback_of is not None else (head.version if head else None),
-            message=message,
+            from_version=request.rollback_of if request.rollback_of is not None else (head.version if head else None),
+            message=request.message,
         )
         try:
-            self._commit(
+            results = self._commit(
                 [
-                    op_check_index(self.layout.schema_head(namespace, name), schema_entry.modify_index),
+                    op_check_index(self.layout.schema_head(namespace, name), current.schema_index),
                     op_create(self.layout.version(namespace, name, version), record.to_bytes()),
-                    op_cas(
-                        self.layout.head(namespace, name),
-                        new_head.to_bytes(),
-                        head_entry.modify_index if head_entry else 0,
-                    ),
+                    op_cas(self.layout.head(namespace, name), new_head.to_bytes(), current.head_index),
                     self.audit.op(audit),
                 ],
                 f"{namespace}/{name}",
             )
         except VersionConflict as exc:
+            if not fresh:
+                raise
             # A lost CAS race still reports which head the caller expected and which one won (the 409 contract).
             moved = self._head(namespace, name)
             actual = moved[0].version if moved and not moved[0].deleted else 0
             raise VersionConflict(str(exc), expected=live_version, actual=actual) from exc
+        committed = Heads(new_head, results[2].modify_index, schema_head, current.schema_index)
+        self._known.put(namespace, name, committed)
         return PushResult("created", new_head)
 
-    def _commit(self, ops: list[TxnOp], what: str) -> None:
+    def _commit(self, ops: list[TxnOp], what: str) -> list[KVEntry]:
         try:
-            self.gateway.txn(ops)
+            return self.gateway.txn(ops)
         except VersionConflict as exc:
             raise VersionConflict(f"{what}: another write landed first; re-read the head and retry") from exc
 
@@ -611,6 +694,7 @@ class ConfigStore:
         if found is None or found[0].deleted:
             raise NotFound(f"config {namespace}/{name} does not exist")
         head, entry = found
+        self._known.forget(namespace, name)
         tombstone = head.model_copy(
             update={
                 "deleted": True,
@@ -650,6 +734,7 @@ class ConfigStore:
                 return None
             return self.data(self.version(namespace, name, found[0].version))
 
+        self._known.forget(namespace, name)
         return self.schemas.register(
             namespace, name, schema, actor=actor, message=message, force=force, current_config=current
         )

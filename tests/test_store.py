@@ -369,3 +369,38 @@ def test_namespace_listing_pages_by_name(gateway: ConsulGateway, layout: KeyLayo
     last = store.heads_page("many", limit=3, after=second.next_after)
     assert [h.name for h in last.heads] == ["c6"] and last.next_after is None
     assert [h.name for h in store.heads("many")] == ["c0", "c1", "c2", "c4", "c5", "c6"]
+
+
+def test_two_stores_never_act_on_stale_known_heads(gateway: ConsulGateway, layout: KeyLayout) -> None:
+    """Each store (one per server process) remembers the heads it last saw; another writer makes them stale.
+
+    The transaction's guards catch a stale head or schema; every outcome they cannot prove (unchanged, an
+    expected-version mismatch, a validation failure) is decided on a fresh read.
+    """
+    a, b = ConfigStore(gateway, layout), ConfigStore(gateway, layout)
+    a.register_schema("payments", "service", PAYMENT_SCHEMA, actor="t")
+    assert a.push("payments", "service", {"timeout_ms": 1}, actor="a").head.version == 1
+    assert b.push("payments", "service", {"timeout_ms": 2}, actor="b").head.version == 2
+    # a still remembers v1: its push must land as v3 (the CAS refuses the stale head; a re-reads).
+    assert a.push("payments", "service", {"timeout_ms": 3}, actor="a").head.version == 3
+    assert b.push("payments", "service", {"timeout_ms": 4}, actor="b").head.version == 4
+    # The same content as b's head is "unchanged" for a too, although a remembers v3.
+    same = a.push("payments", "service", {"timeout_ms": 4}, actor="a")
+    assert (same.status, same.head.version) == ("unchanged", 4)
+    assert a.push("payments", "service", {"timeout_ms": 5}, actor="a", expected_version=4).head.version == 5
+    # b registers a stricter schema; a remembers the old one but must validate against the new one.
+    stricter = {**PAYMENT_SCHEMA, "properties": {**PAYMENT_SCHEMA["properties"], "timeout_ms": {"maximum": 10}}}
+    b.register_schema("payments", "service", stricter, actor="t")
+    before = kv_tree(gateway, layout.prefix)
+    with pytest.raises(ValidationFailed):
+        a.push("payments", "service", {"timeout_ms": 11}, actor="a")
+    assert kv_tree(gateway, layout.prefix) == before
+    ok = a.push("payments", "service", {"timeout_ms": 6}, actor="a")
+    assert ok.head.version == 6 and ok.head.schema_ref.version == 2
+    # An expected version that a's memory would satisfy, but Consul's head would not, is a conflict.
+    b.push("payments", "service", {"timeout_ms": 7}, actor="b")
+    with pytest.raises(VersionConflict) as conflict:
+        a.push("payments", "service", {"timeout_ms": 8}, actor="a", expected_version=6)
+    assert (conflict.value.expected, conflict.value.actual) == (6, 7)
+    versions = [v.version for v in a.history("payments", "service").versions]
+    assert versions == list(range(7, 0, -1))
