@@ -6,9 +6,12 @@ It wraps py-consul's known gaps once:
 - ``txn.put`` sends no ACL token header and raises a bare ClientError when a transaction is rolled back:
   :meth:`ConsulGateway.txn` sends the token and turns a failed check into :class:`VersionConflict`;
 - a failed CAS ``kv.put`` returns ``False``: :meth:`ConsulGateway.put` raises :class:`VersionConflict`;
-- py-consul lets ``CONSUL_HTTP_TOKEN`` override an explicit token: here an explicit token wins.
+- py-consul lets ``CONSUL_HTTP_TOKEN`` override an explicit token: here an explicit token wins;
+- py-consul's standard transport is ``requests``, which costs ~0.5 ms of CPU per call (bench/notes.md): py-consul
+  is given a transport on urllib3 instead (:class:`Urllib3Transport`, the same pool requests itself uses, minus
+  requests' per-call session, hook and cookie work). Everything above the transport is py-consul's.
 
-Every ``requests``/``consul`` failure becomes a :mod:`configd_client` exception (``raise … from exc``).
+Every urllib3/``consul`` failure becomes a :mod:`configd_client` exception (``raise … from exc``).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import base64
 import builtins
 import json
 import os
+import ssl
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,8 +31,9 @@ from typing import Any, TypeVar
 
 import consul
 import consul.base
-import requests
-import requests.adapters
+import consul.std
+import urllib3
+import urllib3.exceptions
 
 from ._exceptions import ConfigdError, ConsulPermissionDenied, ConsulUnavailable, VersionConflict
 from ._layout import CONSUL_TXN_MAX_BYTES, CONSUL_TXN_MAX_OPS
@@ -106,6 +112,99 @@ def parse_address(address: str | None) -> tuple[str, str, int]:
     return scheme, parsed.hostname, parsed.port or (443 if scheme == "https" else 8500)
 
 
+# Where a CA bundle for an https Consul address may be named: Consul's own variable first, then requests' ones.
+_CA_VARIABLES = ("CONSUL_CACERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+class Urllib3Transport(consul.base.HTTPClient):
+    """py-consul's HTTP client interface on a urllib3 pool: thread-safe, keep-alive, at most ``pool_size``
+    connections. Timeouts follow py-consul's standard client: ``timeout`` for an ordinary call, plus the wait
+    and Consul's wait/16 of jitter for a blocking query. Proxy variables and the CA bundle variables are
+    read once, when the transport is built."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        scheme: str,
+        *,
+        timeout: float,
+        pool_size: int,
+        keep_alive: bool = True,
+    ) -> None:
+        super().__init__(host, port, scheme, verify=True, cert=None)
+        self.connections_timeout = timeout
+        self._headers = {} if keep_alive else {"Connection": "close"}
+        options: dict[str, Any] = {"maxsize": pool_size, "block": False, "retries": False}
+        if scheme == "https":
+            cafile = next((os.environ[v] for v in _CA_VARIABLES if os.environ.get(v)), None)
+            context = ssl.create_default_context(cafile=cafile)
+            if os.environ.get("CONSUL_HTTP_SSL_VERIFY", "").lower() == "false":  # Consul's own switch, as py-consul
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            options["ssl_context"] = context
+        proxy = None if urllib.request.proxy_bypass_environment(host) else urllib.request.getproxies().get(scheme)
+        self._pool: urllib3.PoolManager = (
+            urllib3.ProxyManager(proxy, num_pools=1, **options)
+            if proxy
+            else urllib3.PoolManager(num_pools=1, **options)
+        )
+
+    def _timeout(self, params: Any) -> urllib3.Timeout:
+        found = dict(params or ())
+        total = self.connections_timeout
+        if "index" in found:
+            wait = consul.std.parse_duration(found["wait"]) if "wait" in found else consul.std.DEFAULT_WAIT
+            total += wait + wait / 16
+        return urllib3.Timeout(connect=self.connections_timeout, read=total)
+
+    def _send(
+        self,
+        method: str,
+        callback: Callable[[consul.base.Response], Any],
+        path: str,
+        params: Any,
+        data: str | bytes | None,
+        headers: dict[str, str] | None,
+        raw: bool = False,
+    ) -> Any:
+        answer = self._pool.request(
+            method,
+            self.uri(path, params),
+            body=data.encode() if isinstance(data, str) else data or None,
+            headers={**self._headers, **(headers or {})},
+            timeout=self._timeout(params),
+        )
+        body = answer.data if raw else answer.data.decode("utf-8")
+        return callback(consul.base.Response(answer.status, answer.headers, body))
+
+    def get(self, callback: Any, path: str, params: Any = None, headers: Any = None, raw: bool = False) -> Any:
+        return self._send("GET", callback, path, params, None, headers, raw)
+
+    def put(self, callback: Any, path: str, params: Any = None, data: str | bytes = "", headers: Any = None) -> Any:
+        return self._send("PUT", callback, path, params, data, headers)
+
+    def delete(self, callback: Any, path: str, params: Any = None, data: str | bytes = "", headers: Any = None) -> Any:
+        return self._send("DELETE", callback, path, params, data, headers)
+
+    def post(self, callback: Any, path: str, params: Any = None, data: str = "", headers: Any = None) -> Any:
+        return self._send("POST", callback, path, params, data, headers)
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+class _Consul(consul.base.Consul):
+    """py-consul's client on :class:`Urllib3Transport`."""
+
+    def __init__(self, transport: Urllib3Transport, **kwargs: Any) -> None:
+        self._transport = transport
+        super().__init__(host=transport.host, port=transport.port, scheme=transport.scheme, **kwargs)
+
+    def http_connect(self, host: str, port: int, scheme: Any, verify: bool | str = True, cert: Any = None) -> Any:
+        return self._transport
+
+
 class ConsulGateway:
     """Thread-safe access to Consul's KV, transaction, session and status endpoints.
 
@@ -129,22 +228,10 @@ class ConsulGateway:
     ) -> None:
         scheme, host, port = parse_address(address)
         self.address = f"{scheme}://{host}:{port}"
-        self._client = consul.Consul(host=host, port=port, scheme=scheme, connections_timeout=timeout)
+        transport = Urllib3Transport(host, port, scheme, timeout=timeout, pool_size=pool_size, keep_alive=keep_alive)
+        self._client = _Consul(transport)
         # py-consul lets CONSUL_HTTP_TOKEN override an explicit token; the explicit argument must win.
         self._client.token = token if token is not None else os.environ.get("CONSUL_HTTP_TOKEN") or None
-        session: requests.Session = self._client.http.session
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        if not keep_alive:
-            session.headers["Connection"] = "close"
-        # requests re-reads the proxy variables, ~/.netrc and the CA-bundle variables on EVERY request when
-        # trust_env is on (bench/notes.md: ~1/3 of a push's CPU in the server). Resolve them once, here.
-        session.proxies.update(requests.utils.get_environ_proxies(self.address))
-        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if ca_bundle and self._client.http.verify is True:
-            self._client.http.verify = ca_bundle
-        session.trust_env = False
         self.on_call: Callable[[str, float], None] | None = None  # metrics hook: (operation, seconds)
 
     # --- plumbing ------------------------------------------------------------------------------------
@@ -157,7 +244,7 @@ class ConsulGateway:
             raise ConsulPermissionDenied(f"Consul denied {operation}: {exc}") from exc
         except consul.ACLDisabled as exc:  # 401: py-consul's name for an unauthenticated request
             raise ConsulPermissionDenied(f"Consul refused {operation} (401): {exc}") from exc
-        except requests.RequestException as exc:
+        except urllib3.exceptions.HTTPError as exc:
             raise ConsulUnavailable(f"Consul at {self.address} is unreachable ({operation}): {exc}") from exc
         except consul.ConsulException as exc:
             raise ConsulUnavailable(f"Consul at {self.address} failed {operation}: {exc}") from exc
@@ -273,7 +360,7 @@ class ConsulGateway:
         return str(self._call("status.leader", lambda: self._client.status.leader()) or "")
 
     def close(self) -> None:
-        self._client.http.session.close()
+        self._client.http.close()
 
     def __enter__(self) -> ConsulGateway:
         return self

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (env CONFIGD_PORT, default 8080)")
     serve.add_argument("--prefix", help="Consul key prefix (env CONFIGD_PREFIX, default configd)")
     serve.add_argument("--tokens-file", dest="tokens_file", help="bearer tokens JSON (env CONFIGD_TOKENS_FILE)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port (env CONFIGD_WORKERS, default 1)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     dev = commands.add_parser("dev", help="throwaway Consul dev agent + server on 127.0.0.1:8080 + example data")
@@ -39,24 +42,42 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .auth import TokenBook
     from .settings import ServerSettings
 
     overrides: dict[str, Any] = {
         key: getattr(args, key)
-        for key in ("consul_addr", "host", "port", "prefix", "tokens_file")
+        for key in ("consul_addr", "host", "port", "prefix", "tokens_file", "workers")
         if getattr(args, key) is not None
     }
     settings = ServerSettings(**overrides)
     if settings.tokens_file is None:
         print("configd serve: no tokens file (--tokens-file or CONFIGD_TOKENS_FILE); every API call would be 401")
         return 2
-    app = create_app(settings)
+    tokens = TokenBook.from_file(settings.tokens_file)  # a broken file stops the start, before any worker runs
     print(
         f"configd serving on http://{settings.host}:{settings.port} (Consul {settings.consul_addr}, "
-        f"prefix {settings.prefix!r}, {len(app.state.configd.tokens)} tokens)",
+        f"prefix {settings.prefix!r}, {len(tokens)} tokens, {settings.workers} worker(s))",
         flush=True,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    if settings.workers == 1:
+        uvicorn.run(
+            create_app(settings, tokens=tokens), host=settings.host, port=settings.port, log_level=args.log_level
+        )
+        return 0
+    # Several processes: each builds its app from the environment (the same settings), and the Prometheus
+    # counters of all of them are summed through prometheus_client's multiprocess directory.
+    with tempfile.TemporaryDirectory(prefix="configd-metrics-") as metrics_dir:
+        os.environ.update(settings.environment())
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run(
+            "configd.app:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=args.log_level,
+        )
     return 0
 
 

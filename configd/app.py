@@ -220,6 +220,11 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``configd serve --workers N`` (settings from the environment)."""
+    return create_app(ServerSettings())
+
+
 _NAME_PARAMETERS = {("path", "ns"), ("path", "name"), ("query", "namespace"), ("query", "after")}
 
 

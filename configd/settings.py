@@ -18,7 +18,8 @@ class ServerSettings(BaseSettings):
     """Where configd finds Consul and its tokens, and where it listens.
 
     Environment: ``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN``, ``CONFIGD_TOKENS_FILE``, ``CONFIGD_PREFIX``,
-    ``CONFIGD_HOST``, ``CONFIGD_PORT``. Keyword arguments (the command-line flags) win over the environment.
+    ``CONFIGD_HOST``, ``CONFIGD_PORT``, ``CONFIGD_WORKERS``. Keyword arguments (the command-line flags) win over
+    the environment.
     """
 
     model_config = SettingsConfigDict(env_prefix="CONFIGD_", extra="ignore", populate_by_name=True, frozen=True)
@@ -37,6 +38,24 @@ class ServerSettings(BaseSettings):
     prefix: str = Field(default=DEFAULT_PREFIX, min_length=1, description="Consul key prefix of every record")
     host: str = DEFAULT_HOST
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    workers: int = Field(
+        default=1, ge=1, le=64, description="server processes sharing the port (the store is stateless, CAS-guarded)"
+    )
 
     def consul_token_value(self) -> str | None:
         return self.consul_token.get_secret_value() if self.consul_token is not None else None
+
+    def environment(self) -> dict[str, str]:
+        """These settings as the environment variables they are read from (how worker processes receive them)."""
+        found = {
+            "CONSUL_HTTP_ADDR": self.consul_addr,
+            "CONFIGD_PREFIX": self.prefix,
+            "CONFIGD_HOST": self.host,
+            "CONFIGD_PORT": str(self.port),
+            "CONFIGD_WORKERS": str(self.workers),
+        }
+        if self.tokens_file is not None:
+            found["CONFIGD_TOKENS_FILE"] = str(self.tokens_file)
+        if self.consul_token is not None:
+            found["CONSUL_HTTP_TOKEN"] = self.consul_token.get_secret_value()
+        return found

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from configd.devagent import AgentPorts, ConsulAgent, free_ports
@@ -51,6 +52,35 @@ def test_healthz_and_metrics(server: ServerProcess, unique_ns: str) -> None:
         before, "configd_consul_call_seconds_count", operation="txn"
     )
     print("consul txn calls observed:", _metric(after, "configd_consul_call_seconds_count", operation="txn"))
+
+
+def test_several_workers_share_the_port_and_their_metrics(consul_addr: str, tmp_path: Path) -> None:
+    """``configd serve --workers 2``: two processes answer, pushes through both stay one gap-free history (the
+    store is stateless and CAS-guarded), and /metrics sums the counters of both, whichever one answers."""
+    server = start_server(consul_addr, tmp_path, env={"CONFIGD_WORKERS": "2"})
+    try:
+        workers = psutil.Process(server.process.pid).children(recursive=True)
+        assert len([w for w in workers if "python" in w.name().lower()]) >= 2, workers
+        ns = "workers"
+        setup_config(server, ns)
+        pushes = 24
+        for i in range(pushes):  # a new connection each time, so the kernel spreads them over the workers
+            with server.client("editor") as editor:
+                answer = editor.put(f"/api/v1/configs/{ns}/service", json={"data": {**GOOD, "retries": i % 10}})
+                assert answer.status_code in (200, 201), answer.text
+        with server.client("reader") as reader:
+            history = reader.get(f"/api/v1/configs/{ns}/service/versions", params={"limit": 500}).json()
+        numbers = [v["version"] for v in history["versions"]]
+        assert numbers == list(range(len(numbers), 0, -1))
+        created = len(numbers) - 1  # setup_config pushed version 1 itself
+        totals = set()
+        for _ in range(6):  # several scrapes, over new connections: any worker must report the same sum
+            with httpx.Client(base_url=server.base_url) as http:
+                totals.add(_metric(http.get("/metrics").text, "configd_pushes_total", action="push", result="created"))
+        assert totals == {created + 1}, totals
+        print(f"{len(workers)} worker processes; {created} versions pushed through them")
+    finally:
+        server.stop()
 
 
 def test_unreachable_consul_is_503(tmp_path: Path) -> None:
