@@ -211,6 +211,184 @@ class _ValidatorCache:
         return validator
 
 
+# --- the records of one write: pure, shared by push, schema registration and import --------------------
+def checked_config(data: Any) -> bytes:
+    """The canonical bytes of a config document; InvalidConfig or ConfigTooLarge when configd cannot store it."""
+    check_document(data)
+    canonical = canonical_json(data)
+    if len(canonical) > MAX_CONFIG_BYTES:
+        raise ConfigTooLarge(len(canonical), MAX_CONFIG_BYTES)
+    return canonical
+
+
+def checked_schema(namespace: str, name: str, schema: Any) -> bytes:
+    """The canonical bytes of a JSON Schema; raises unless it is a storable, valid Draft 2020-12 schema."""
+    check_document(schema, "schema")
+    canonical = canonical_json(schema)
+    if len(canonical) > MAX_SCHEMA_BYTES:
+        raise ConfigTooLarge(len(canonical), MAX_SCHEMA_BYTES)
+    problems = schema_errors(schema)
+    if problems:
+        raise ValidationFailed(f"{namespace}/{name}: not a valid JSON Schema (Draft 2020-12)", problems)
+    return canonical
+
+
+def config_guard(layout: KeyLayout, namespace: str, name: str, head_index: int) -> TxnOp:
+    """Holds the config head where it was read (absent when ``head_index`` is 0) while its schema changes."""
+    key = layout.head(namespace, name)
+    return op_check_index(key, head_index) if head_index else op_check_not_exists(key)
+
+
+@dataclass(frozen=True)
+class SchemaWrite:
+    """A new schema version, built without I/O: its version record, head and audit entry."""
+
+    record: SchemaVersionRecord
+    head: SchemaHeadRecord
+    audit: AuditRecord
+
+    def ops(self, layout: KeyLayout, audit: AuditLog, head_index: int) -> list[TxnOp]:
+        """Create the version, CAS the schema head from ``head_index`` (0 = new), create the audit entry."""
+        namespace, name = self.record.namespace, self.record.name
+        return [
+            op_create(layout.schema_version(namespace, name, self.record.version), self.record.to_bytes()),
+            op_cas(layout.schema_head(namespace, name), self.head.to_bytes(), head_index),
+            audit.op(self.audit),
+        ]
+
+
+def schema_write(
+    namespace: str,
+    name: str,
+    schema: Any,
+    sha: str,
+    *,
+    current: SchemaHeadRecord | None,
+    actor: str,
+    message: str,
+    forced: bool,
+) -> SchemaWrite:
+    """The records that make ``schema`` (content hash ``sha``) the version after ``current``."""
+    version = current.version + 1 if current else 1
+    now = utcnow()
+    record = SchemaVersionRecord(
+        namespace=namespace,
+        name=name,
+        version=version,
+        sha256=sha,
+        author=actor,
+        message=message,
+        created_at=now,
+        forced=forced,
+        json_schema=schema,
+    )
+    head = SchemaHeadRecord(namespace=namespace, name=name, version=version, sha256=sha, author=actor, created_at=now)
+    audit = new_entry(
+        actor=actor,
+        action="schema.register",
+        namespace=namespace,
+        name=name,
+        result="forced" if forced else "created",
+        status=201,
+        version=version,
+        from_version=current.version if current else None,
+        message=message,
+    )
+    return SchemaWrite(record, head, audit)
+
+
+@dataclass(frozen=True)
+class ConfigWrite:
+    """A new config version, built without I/O: its version record, head, audit entry and any blob chunks."""
+
+    record: VersionRecord
+    head: HeadRecord
+    audit: AuditRecord
+    chunks: tuple[bytes, ...]
+
+    def chunk_puts(self, layout: KeyLayout) -> list[tuple[str, bytes]]:
+        """The blob chunks to PUT before the transaction (content-addressed, so a lost race is harmless)."""
+        record = self.record
+        return [
+            (layout.blob_chunk(record.namespace, record.name, record.sha256, i), chunk)
+            for i, chunk in enumerate(self.chunks)
+        ]
+
+    def ops(self, layout: KeyLayout, audit: AuditLog, head_index: int) -> list[TxnOp]:
+        """Create the version, CAS the config head from ``head_index`` (0 = new), create the audit entry."""
+        namespace, name = self.record.namespace, self.record.name
+        return [
+            op_create(layout.version(namespace, name, self.record.version), self.record.to_bytes()),
+            op_cas(layout.head(namespace, name), self.head.to_bytes(), head_index),
+            audit.op(self.audit),
+        ]
+
+
+def config_write(
+    namespace: str,
+    name: str,
+    data: Any,
+    canonical: bytes,
+    sha: str,
+    *,
+    head: HeadRecord | None,
+    schema_version: int,
+    actor: str,
+    message: str,
+    rollback_of: int | None = None,
+    record_overhead: int = 4096,
+) -> ConfigWrite:
+    """The records that make ``data`` the version after ``head`` (validated; ``canonical`` its bytes, ``sha`` theirs).
+
+    ``record_overhead`` is passed to :func:`encode_data`: the larger it is, the sooner the data leaves the record
+    for gzip or blob chunks.
+    """
+    version = head.version + 1 if head else 1
+    encoded = encode_data(data, canonical, record_overhead=record_overhead)
+    now = utcnow()
+    schema_ref = SchemaRef(namespace=namespace, name=name, version=schema_version)
+    record = VersionRecord(
+        namespace=namespace,
+        name=name,
+        version=version,
+        parent=head.version if head else None,
+        sha256=sha,
+        size=len(canonical),
+        schema_ref=schema_ref,
+        author=actor,
+        message=message,
+        created_at=now,
+        rollback_of=rollback_of,
+        encoding=encoded.encoding,
+        data=encoded.inline,
+        chunks=len(encoded.chunks),
+    )
+    new_head = HeadRecord(
+        namespace=namespace,
+        name=name,
+        version=version,
+        sha256=sha,
+        size=len(canonical),
+        schema_ref=schema_ref,
+        author=actor,
+        message=message,
+        created_at=now,
+        data=head_inline(data, canonical),
+    )
+    audit = new_entry(
+        actor=actor,
+        action="rollback" if rollback_of is not None else "push",
+        namespace=namespace,
+        name=name,
+        result="created",
+        status=201,
+        version=version,
+        from_version=rollback_of if rollback_of is not None else (head.version if head else None),
+        message=message,
+    )
+    return ConfigWrite(record, new_head, audit, encoded.chunks)
+
+
 class SchemaRegistry:
     """Versioned JSON Schemas (Draft 2020-12), meta-validated when registered."""
 
@@ -271,26 +449,13 @@ class SchemaRegistry:
         validate_name(name, "name")
         _clip(message, MAX_MESSAGE_CHARS, "message")
         _clip(actor, MAX_AUTHOR_CHARS, "author")
-        check_document(schema, "schema")
-        canonical = canonical_json(schema)
-        if len(canonical) > MAX_SCHEMA_BYTES:
-            raise ConfigTooLarge(len(canonical), MAX_SCHEMA_BYTES)
-        problems = schema_errors(schema)
-        if problems:
-            raise ValidationFailed(f"{namespace}/{name}: not a valid JSON Schema (Draft 2020-12)", problems)
-        sha = sha256_hex(canonical)
+        sha = sha256_hex(checked_schema(namespace, name, schema))
 
         found = self.head(namespace, name)
         if found is not None and found[0].sha256 == sha:
             return SchemaResult("unchanged", self.get(namespace, name, found[0].version))
 
-        config_head_key = self._layout.head(namespace, name)
-        config_entry = self._gateway.get(config_head_key)
-        config_guard = (
-            op_check_index(config_head_key, config_entry.modify_index)
-            if config_entry
-            else op_check_not_exists(config_head_key)
-        )
+        config_entry = self._gateway.get(self._layout.head(namespace, name))
         if config_entry is not None and current_config is not None:
             data = current_config()
             if data is not None:
@@ -302,43 +467,19 @@ class SchemaRegistry:
                         errors,
                     )
 
-        version = found[0].version + 1 if found else 1
-        now = utcnow()
-        record = SchemaVersionRecord(
-            namespace=namespace,
-            name=name,
-            version=version,
-            sha256=sha,
-            author=actor,
-            message=message,
-            created_at=now,
-            forced=force,
-            json_schema=schema,
-        )
-        head = SchemaHeadRecord(
-            namespace=namespace, name=name, version=version, sha256=sha, author=actor, created_at=now
-        )
-        head_key = self._layout.schema_head(namespace, name)
-        audit = new_entry(
+        write = schema_write(
+            namespace,
+            name,
+            schema,
+            sha,
+            current=found[0] if found else None,
             actor=actor,
-            action="schema.register",
-            namespace=namespace,
-            name=name,
-            result="forced" if force else "created",
-            status=201,
-            version=version,
-            from_version=found[0].version if found else None,
             message=message,
+            forced=force,
         )
-        self._gateway.txn(
-            [
-                config_guard,
-                op_create(self._layout.schema_version(namespace, name, version), record.to_bytes()),
-                op_cas(head_key, head.to_bytes(), found[1].modify_index if found else 0),
-                self._audit.op(audit),
-            ]
-        )
-        return SchemaResult("created", record)
+        guard = config_guard(self._layout, namespace, name, config_entry.modify_index if config_entry else 0)
+        self._gateway.txn([guard, *write.ops(self._layout, self._audit, found[1].modify_index if found else 0)])
+        return SchemaResult("created", write.record)
 
 
 class ConfigStore:
@@ -462,10 +603,7 @@ class ConfigStore:
     # --- validation --------------------------------------------------------------------------------
     def _validated(self, namespace: str, name: str, data: Any, schema_head: SchemaHeadRecord | None) -> bytes:
         """Check ``data`` against the config's current schema head; returns its canonical bytes."""
-        check_document(data)
-        canonical = canonical_json(data)
-        if len(canonical) > MAX_CONFIG_BYTES:
-            raise ConfigTooLarge(len(canonical), MAX_CONFIG_BYTES)
+        canonical = checked_config(data)
         if schema_head is None:
             raise SchemaNotFound(f"no schema is registered for {namespace}/{name}; register one before pushing configs")
         errors = config_errors(self.schemas.validator(schema_head), data)
@@ -585,60 +723,27 @@ class ConfigStore:
         if head is not None and not head.deleted and head.sha256 == sha:
             return PushResult("unchanged", head)
 
-        version = head.version + 1 if head else 1
-        encoded = encode_data(data, canonical)
+        write = config_write(
+            namespace,
+            name,
+            data,
+            canonical,
+            sha,
+            head=head,
+            schema_version=schema_head.version,
+            actor=request.actor,
+            message=request.message,
+            rollback_of=request.rollback_of,
+        )
         # Chunks go first, each its own PUT, keyed by content hash: the head flip below stays one transaction,
         # and an orphan left by a lost race holds the same bytes any later writer would write.
-        for i, chunk in enumerate(encoded.chunks):
-            self.gateway.put(self.layout.blob_chunk(namespace, name, sha, i), chunk)
-        now = utcnow()
-        schema_ref = SchemaRef(namespace=namespace, name=name, version=schema_head.version)
-        record = VersionRecord(
-            namespace=namespace,
-            name=name,
-            version=version,
-            parent=head.version if head else None,
-            sha256=sha,
-            size=len(canonical),
-            schema_ref=schema_ref,
-            author=request.actor,
-            message=request.message,
-            created_at=now,
-            rollback_of=request.rollback_of,
-            encoding=encoded.encoding,
-            data=encoded.inline,
-            chunks=len(encoded.chunks),
-        )
-        new_head = HeadRecord(
-            namespace=namespace,
-            name=name,
-            version=version,
-            sha256=sha,
-            size=len(canonical),
-            schema_ref=schema_ref,
-            author=request.actor,
-            message=request.message,
-            created_at=now,
-            data=head_inline(data, canonical),
-        )
-        audit = new_entry(
-            actor=request.actor,
-            action="rollback" if request.rollback_of is not None else "push",
-            namespace=namespace,
-            name=name,
-            result="created",
-            status=201,
-            version=version,
-            from_version=request.rollback_of if request.rollback_of is not None else (head.version if head else None),
-            message=request.message,
-        )
+        for key, chunk in write.chunk_puts(self.layout):
+            self.gateway.put(key, chunk)
         try:
             results = self._commit(
                 [
                     op_check_index(self.layout.schema_head(namespace, name), current.schema_index),
-                    op_create(self.layout.version(namespace, name, version), record.to_bytes()),
-                    op_cas(self.layout.head(namespace, name), new_head.to_bytes(), current.head_index),
-                    self.audit.op(audit),
+                    *write.ops(self.layout, self.audit, current.head_index),
                 ],
                 f"{namespace}/{name}",
             )
@@ -649,9 +754,9 @@ class ConfigStore:
             moved = self._head(namespace, name)
             actual = moved[0].version if moved and not moved[0].deleted else 0
             raise VersionConflict(str(exc), expected=live_version, actual=actual) from exc
-        committed = Heads(new_head, results[2].modify_index, schema_head, current.schema_index)
+        committed = Heads(write.head, results[2].modify_index, schema_head, current.schema_index)
         self._known.put(namespace, name, committed)
-        return PushResult("created", new_head)
+        return PushResult("created", write.head)
 
     def _commit(self, ops: list[TxnOp], what: str) -> list[KVEntry]:
         try:
