@@ -3,20 +3,29 @@
 A process started while Consul is unreachable starts from here (``live.stale`` is True) and catches up when
 Consul answers. Files are ``<dir>/<prefix>/<ns>/<name>.json``; a write is a temporary file in the same
 directory, fsynced, then ``os.replace``d over the old one, so a crash leaves the old file or the new one.
+
+Writing (and its fsync) is off the watch thread: :class:`CacheWriter` keeps the newest applied document per
+config and writes it shortly after, on a thread of its own; ``close()`` writes whatever is still pending.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 from ._events import Document
 from ._records import canonical_json, sha256_hex
 
+log = logging.getLogger("configd_client")
+
 CACHE_FORMAT = "configd.cache/1"
+#: Seconds the writer waits after a document is submitted, so that a burst of versions is one write.
+DEFAULT_WRITE_DELAY = 0.1
 
 
 def default_cache_dir() -> Path:
@@ -75,3 +84,104 @@ class LastKnownGoodCache:
             return Document(namespace, name, int(body["version"]), str(body["sha256"]), data, "cache")
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+
+class PendingWrites:
+    """Documents waiting to be cached: the newest per config, never one older than already taken (pure).
+
+    Versions of one config are submitted in the order they were applied; a document whose version is not
+    above the highest submitted for its config (a duplicate from a second model on the same config, or a
+    late start-up read) is dropped, so a newer file is never replaced by an older version.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str], Document] = {}
+        self._highest: dict[tuple[str, str], int] = {}
+
+    def offer(self, document: Document) -> bool:
+        """Queue ``document``, replacing an older pending one; False when it is not newer (dropped)."""
+        key = (document.namespace, document.name)
+        highest = self._highest.get(key)
+        if highest is not None and document.version <= highest:
+            return False
+        self._highest[key] = document.version
+        self._pending[key] = document
+        return True
+
+    def take(self) -> list[Document]:
+        """Every pending document (and none is pending any more)."""
+        taken, self._pending = list(self._pending.values()), {}
+        return taken
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+class CacheWriter:
+    """Writes submitted documents to a :class:`LastKnownGoodCache` on its own thread (started lazily).
+
+    Args:
+        cache: where the documents go.
+        delay: seconds between a submission and the write, to coalesce bursts (the newest version wins).
+    """
+
+    def __init__(self, cache: LastKnownGoodCache, delay: float = DEFAULT_WRITE_DELAY) -> None:
+        self.cache = cache
+        self.delay = delay
+        self._pending = PendingWrites()
+        self._cond = threading.Condition()
+        self._writing = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.written = 0  # files written so far (for tests and metrics)
+
+    def submit(self, document: Document) -> None:
+        """Queue ``document`` for writing; returns at once. Ignored once closed."""
+        with self._cond:
+            if self._closed or not self._pending.offer(document):
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="configd-cache-writer", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or len(self._pending) > 0)
+                if len(self._pending) == 0:  # closed with nothing left to write
+                    return
+                if not self._closed and self.delay > 0:
+                    self._cond.wait_for(lambda: self._closed, timeout=self.delay)
+                batch = self._pending.take()
+                self._writing = True
+            try:
+                self._write(batch)
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
+
+    def _write(self, batch: list[Document]) -> None:
+        for document in batch:
+            try:
+                self.cache.write(document)
+                self.written += 1
+            except OSError as exc:
+                log.warning("configd_client: could not write the cache for %s: %s", document.ref, exc)
+            except Exception:  # the writer thread must outlive a bug, or close() would wait for nothing
+                log.exception("configd_client: could not write the cache for %s", document.ref)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted document is written (or failed); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._pending) == 0 and not self._writing, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is pending, then stop the thread. Later submissions are ignored."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)

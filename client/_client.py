@@ -15,14 +15,14 @@ from typing import Any, Literal, TypeVar
 from pydantic_settings import BaseSettings
 
 from ._blocking import DEFAULT_WAIT_SECONDS
-from ._cache import LastKnownGoodCache, default_cache_dir
+from ._cache import CacheWriter, LastKnownGoodCache, default_cache_dir
 from ._consul import ConsulGateway
 from ._events import Document
 from ._exceptions import ConfigdError, ConsulPermissionDenied, ConsulUnavailable, NotFound
 from ._filesource import FileWatcher
 from ._layout import DEFAULT_PREFIX, KeyLayout, parse_ref
 from ._live import LiveSettings
-from ._registration import DEFAULT_SESSION_TTL, InstanceRegistration
+from ._registration import DEFAULT_PUBLISH_DELAY, DEFAULT_SESSION_TTL, InstanceRegistration
 from ._source import SettingsFactory
 from ._watcher import NamespaceWatcher
 
@@ -76,6 +76,8 @@ class ConfigClient:
         register: False skips instance registration in Consul.
         wait_seconds: maximum wait of one blocking query.
         session_ttl: TTL in seconds of the registration session.
+        registration_delay: about how long after a version is applied it shows in the registration (seconds;
+            the write waits 1 to 1.5 times this, so it never competes with the change it reports).
 
     Nothing happens at construction: the first :meth:`settings` call starts the watch of its namespace.
     """
@@ -93,6 +95,7 @@ class ConfigClient:
         register: bool = True,
         wait_seconds: float = DEFAULT_WAIT_SECONDS,
         session_ttl: int = DEFAULT_SESSION_TTL,
+        registration_delay: float = DEFAULT_PUBLISH_DELAY,
     ) -> None:
         self.source = parse_source(source, address)
         self.layout = KeyLayout(prefix or os.environ.get("CONFIGD_PREFIX") or DEFAULT_PREFIX)
@@ -104,6 +107,7 @@ class ConfigClient:
         self._watchers: dict[str, NamespaceWatcher] = {}
         self._blocking_gateways: list[ConsulGateway] = []
         self.cache: LastKnownGoodCache | None = None
+        self._cache_writer: CacheWriter | None = None
         self._reader: ConsulGateway | None = None
         self._files: FileWatcher | None = None
         self.registration: InstanceRegistration | None = None
@@ -111,15 +115,20 @@ class ConfigClient:
             assert self.source.directory is not None
             self._files = FileWatcher(self.source.directory)
             return
-        # Short requests only (version bodies, registration): no keep-alive, so when the process is idle its
-        # only connection to Consul is the one blocking query per namespace.
+        # Short requests only (start-up reads, large bodies, registration): no keep-alive, so when the process
+        # is idle its only connection to Consul is the one blocking query per namespace.
         self._reader = ConsulGateway(self.source.address, token=token, pool_size=4, keep_alive=False)
         self.address = self._reader.address
         if cache:
             self.cache = LastKnownGoodCache(cache_dir or default_cache_dir(), self.layout.prefix)
+            self._cache_writer = CacheWriter(self.cache)
         if register:
             self.registration = InstanceRegistration(
-                self._reader, self.layout, application=application, ttl_seconds=session_ttl
+                self._reader,
+                self.layout,
+                application=application,
+                ttl_seconds=session_ttl,
+                publish_delay=registration_delay,
             )
 
     # --- public API -----------------------------------------------------------------------------------
@@ -159,7 +168,10 @@ class ConfigClient:
         return live
 
     def close(self) -> None:
-        """Stop every watch, callback worker and the registration (its Consul entries are removed)."""
+        """Stop every watch, callback worker and the registration (its Consul entries are removed).
+
+        Applied versions not yet written to the last-known-good cache are written before it returns.
+        """
         with self._lock:
             if self._closed:
                 return
@@ -171,6 +183,8 @@ class ConfigClient:
             live.close()
         if self._files is not None:
             self._files.close()
+        if self._cache_writer is not None:
+            self._cache_writer.close()
         if self.registration is not None:
             self.registration.close()
         for gateway in self._blocking_gateways:
@@ -274,12 +288,10 @@ class ConfigClient:
         return NotFound(f"config {live.ref} does not exist in Consul at {self.address} (waited {timeout}s)")
 
     def _applied(self, live: LiveSettings[Any], document: Document) -> None:
+        # On the watch thread, between one head and the next: both only queue work for their own threads.
         if document.origin == "consul":
-            if self.cache is not None:
-                try:
-                    self.cache.write(document)
-                except OSError as exc:
-                    log.warning("configd_client: could not write the cache for %s: %s", document.ref, exc)
+            if self._cache_writer is not None:
+                self._cache_writer.submit(document)
             if self.registration is not None:
                 self.registration.applied(document.namespace, document.name, document.version)
 

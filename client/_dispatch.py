@@ -51,7 +51,12 @@ class Mailbox(Generic[T]):
 
 
 class CallbackWorker(Generic[T]):
-    """Runs one callback on its own daemon thread, fed through a :class:`Mailbox`."""
+    """Runs one callback on its own daemon thread, fed through a :class:`Mailbox`.
+
+    The thread sleeps on a condition (no polling) and :meth:`post` notifies it, so an item is handed over
+    as soon as it is posted. :meth:`start` creates the thread ahead of the first item (a Dispatcher does
+    so when the callback is added), keeping thread creation out of the first change's latency.
+    """
 
     def __init__(self, callback: Callable[[T], object], mailbox: Mailbox[T], name: str) -> None:
         self.callback = callback
@@ -61,6 +66,12 @@ class CallbackWorker(Generic[T]):
         self._thread: threading.Thread | None = None
         self._busy = False
         self._closed = False
+
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
 
     def post(self, item: T) -> None:
         with self._cond:
@@ -112,8 +123,10 @@ class Dispatcher(Generic[T]):
     def add(self, callback: Callable[[T], object]) -> None:
         worker = CallbackWorker(callback, Mailbox(self._coalesce), f"{self._name}-{len(self._workers)}")
         with self._lock:
-            if not self._closed:
-                self._workers = (*self._workers, worker)
+            if self._closed:
+                return
+            self._workers = (*self._workers, worker)
+        worker.start()
 
     def remove(self, callback: Callable[[T], object]) -> None:
         with self._lock:

@@ -166,7 +166,8 @@ class LiveSettings(Generic[S]):
                     )
                 )
             self._cond.notify_all()
-            # Inside the lock, so that the cache and the registration see versions in applied order.
+            # Inside the lock, so that the cache and the registration see versions in applied order (both
+            # only queue the document for a thread of their own: no I/O here).
             if self._on_applied is not None:
                 self._on_applied(self, document)
             return True

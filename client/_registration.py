@@ -5,16 +5,26 @@
 twice the TTL, Consul's rule); :meth:`InstanceRegistration.close` destroys the session at once. Renewals
 and writes are short requests on a gateway without keep-alive, so registration adds no long-lived
 connection. Registration never affects settings: its failures are logged and retried.
+
+Every write is a Raft commit, and a push wakes every client at the same moment, so nothing is written while
+a change propagates: applied versions are published once, 1 to 1.5 × ``publish_delay`` (1 s) after the first
+change not yet published (a burst of versions is one write; the random part keeps the processes that one push
+woke together from writing together), and the session is renewed only when a renewal is due (every TTL/3),
+not per write. When is what due is decided by :class:`SyncSchedule`, which does no I/O.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import sys
 import threading
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._blocking import Backoff
@@ -26,6 +36,8 @@ from ._records import ClientRecord, utcnow
 log = logging.getLogger("configd_client")
 
 DEFAULT_SESSION_TTL = 30  # seconds; Consul accepts 10 s to 24 h
+#: Seconds between the first unpublished applied version and its publication in ``clients/<ns>/<instance>``.
+DEFAULT_PUBLISH_DELAY = 1.0
 
 
 def default_application() -> str:
@@ -42,8 +54,87 @@ def new_instance_id() -> str:
     return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+@dataclass(frozen=True)
+class SyncWork:
+    """What one round of the registration thread must do."""
+
+    namespaces: frozenset[str]  # client records to write
+    renew: bool  # renew (or create) the session first
+
+
+@dataclass
+class SyncSchedule:
+    """When the registration writes what (pure; times are ``time.monotonic()`` seconds, passed in).
+
+    - A namespace marked dirty is published ``publish_delay × (1 + spread × rng())`` after the FIRST
+      unpublished mark, not after the last one, so a steady stream of versions still shows up about once
+      per delay. The random part spreads the writes of processes woken by the same push.
+    - The session is renewed ``renew_every × (1 - spread/5 × rng())`` after it was created or last renewed
+      (never later); a write alone does not renew it (Consul resets a session's TTL only on renew). No
+      session yet: the next write creates one.
+    - After a failure nothing is attempted before ``retry_at``, and the retry checks the session first: a
+      write bound to a session that expired is refused, and would otherwise be retried forever.
+    """
+
+    publish_delay: float
+    renew_every: float
+    spread: float = 0.5
+    rng: Callable[[], float] = random.random
+    dirty: set[str] = field(default_factory=set)
+    publish_at: float | None = None  # None: nothing dirty
+    renew_at: float | None = None  # None: no session yet
+    retry_at: float | None = None
+
+    def mark(self, namespace: str, now: float) -> None:
+        self.dirty.add(namespace)
+        if self.publish_at is None:
+            self.publish_at = now + self.publish_delay * (1.0 + self.spread * self.rng())
+
+    def deadline(self) -> float | None:
+        """When the next round is due (None: nothing to do until something is marked)."""
+        if self.retry_at is not None:
+            return self.retry_at
+        due = [t for t in (self.publish_at, self.renew_at) if t is not None]
+        return min(due) if due else None
+
+    def take(self, now: float) -> SyncWork | None:
+        """The work due at ``now`` (the namespaces taken are no longer dirty), or None."""
+        deadline = self.deadline()
+        if deadline is None or now < deadline:
+            return None
+        retrying = self.retry_at is not None
+        publish = retrying or (self.publish_at is not None and now >= self.publish_at)
+        renew = retrying or (self.renew_at is not None and now >= self.renew_at)
+        namespaces = frozenset(self.dirty) if publish else frozenset()
+        if publish:
+            self.dirty, self.publish_at = set(), None
+        self.retry_at = None
+        return SyncWork(namespaces, renew)
+
+    def done(self, now: float, *, session_renewed: bool) -> None:
+        """The round succeeded; ``session_renewed`` when it renewed or created the session."""
+        if session_renewed:
+            self.renew_at = now + self.renew_every * (1.0 - self.spread / 5 * self.rng())
+
+    def failed(self, work: SyncWork, now: float, delay: float) -> None:
+        """The round failed: its namespaces are dirty again, and everything waits ``delay``."""
+        for namespace in work.namespaces:
+            self.mark(namespace, now)
+        self.retry_at = now + delay
+
+
 class InstanceRegistration:
-    """Keeps this process's ClientRecords in Consul while it runs (one thread, short requests)."""
+    """Keeps this process's ClientRecords in Consul while it runs (one thread, short requests).
+
+    Args:
+        gateway: short requests (no keep-alive).
+        layout: the key layout of the configd installation.
+        application: the name to register under (default: ``CONFIGD_APPLICATION`` or argv[0]).
+        instance_id: unique per process (default: host, pid and a random suffix).
+        ttl_seconds: the session's TTL; it is renewed every third of it.
+        publish_delay: seconds from the first unpublished applied version to its write (coalesces bursts
+            and keeps writes out of the moment a change propagates).
+    """
 
     def __init__(
         self,
@@ -53,6 +144,7 @@ class InstanceRegistration:
         application: str | None = None,
         instance_id: str | None = None,
         ttl_seconds: int = DEFAULT_SESSION_TTL,
+        publish_delay: float = DEFAULT_PUBLISH_DELAY,
     ) -> None:
         self._gateway = gateway
         self._layout = layout
@@ -63,11 +155,15 @@ class InstanceRegistration:
         self.host = socket.gethostname()
         self.session: str | None = None
         self._applied: dict[str, dict[str, int]] = {}
-        self._dirty: set[str] = set()
+        self._schedule = SyncSchedule(publish_delay=max(0.0, publish_delay), renew_every=self.ttl_seconds / 3)
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
         self._backoff = Backoff(base=1.0, cap=self.ttl_seconds / 3)
+
+    @property
+    def publish_delay(self) -> float:
+        return self._schedule.publish_delay
 
     def record(self, namespace: str) -> ClientRecord:
         with self._cond:
@@ -86,6 +182,7 @@ class InstanceRegistration:
         self._update(namespace, name, None)
 
     def applied(self, namespace: str, name: str, version: int) -> None:
+        """Note an applied version; it is written ``publish_delay`` later (with whatever came meanwhile)."""
         self._update(namespace, name, version)
 
     def _update(self, namespace: str, name: str, version: int | None) -> None:
@@ -97,51 +194,62 @@ class InstanceRegistration:
                 configs[name] = version
             else:
                 configs.setdefault(name, 0)
-            self._dirty.add(namespace)
+            was_due = self._schedule.deadline()
+            self._schedule.mark(namespace, time.monotonic())
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="configd-registration", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            elif was_due != self._schedule.deadline():
+                self._cond.notify_all()  # an earlier deadline than the one the thread sleeps towards
 
     def _run(self) -> None:
-        renew_every = self.ttl_seconds / 3
-        delay = 0.0
-        retry: set[str] = set()
         while True:
             with self._cond:
-                if delay:
-                    # Backing off: only close() ends the pause. Waking for pending namespaces here would
-                    # retry at once, forever, while Consul is down (a busy loop).
-                    self._cond.wait_for(lambda: self._closed, timeout=delay)
-                else:
-                    self._cond.wait_for(lambda: self._closed or bool(self._dirty), timeout=renew_every)
-                if self._closed:
-                    return
-                dirty, self._dirty, retry = self._dirty | retry, set(), set()
+                while True:
+                    if self._closed:
+                        return
+                    now = time.monotonic()
+                    work = self._schedule.take(now)
+                    if work is not None:
+                        break
+                    deadline = self._schedule.deadline()
+                    self._cond.wait(None if deadline is None else max(0.0, deadline - now))
             try:
-                self._sync(dirty)
-                self._backoff.reset()
-                delay = 0.0
+                renewed = self._sync(work)
             except Exception as exc:  # registration must never take the process down; ConfigdError is usual
                 if isinstance(exc, ConfigdError):
                     log.info("configd_client: registration failed, will retry: %s", exc)
                 else:
                     log.exception("configd_client: registration failed, will retry")
-                retry = dirty
-                delay = self._backoff.next_delay()
+                with self._cond:
+                    self._schedule.failed(work, time.monotonic(), self._backoff.next_delay())
+                continue
+            self._backoff.reset()
+            with self._cond:
+                self._schedule.done(time.monotonic(), session_renewed=renewed)
 
-    def _sync(self, dirty: set[str]) -> None:
-        if self.session is not None and not self._gateway.session_renew(self.session):
-            self.session = None  # expired (Consul was away longer than the TTL) or destroyed: start over
-        if self.session is None:
+    def _sync(self, work: SyncWork) -> bool:
+        """Renew the session if due (create it if need be), then write the records due.
+
+        Returns True when the session was renewed or created (its TTL starts again).
+        """
+        namespaces = set(work.namespaces)
+        renewed = False
+        if work.renew and self.session is not None:
+            renewed = self._gateway.session_renew(self.session)
+            if not renewed:
+                self.session = None  # expired (Consul was away longer than the TTL) or destroyed: start over
+        if self.session is None and (namespaces or work.renew):
             self.session = self._gateway.session_create(
                 f"configd-client {self.application} {self.instance_id}", self.ttl_seconds, behavior="delete"
             )
+            renewed = True
             with self._cond:
-                dirty = set(self._applied)
-        for namespace in sorted(dirty):
+                namespaces = set(self._applied)  # the old session's entries went with it: write them all
+        for namespace in sorted(namespaces):
             record = self.record(namespace)
             self._gateway.put(self._layout.client(namespace, self.instance_id), record.to_bytes(), acquire=self.session)
+        return renewed
 
     def close(self) -> None:
         """Stop renewing and destroy the session (its entries go with it). Best effort."""

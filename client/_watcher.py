@@ -1,7 +1,11 @@
 """NamespaceWatcher: ONE blocking query on ``heads/<ns>/`` per watched namespace, however many configs.
 
 The watcher thread only talks to Consul; the rules it follows (index bookkeeping, backoff, rate limit,
-which heads changed) are the pure pieces in :mod:`._blocking` and :mod:`._events`.
+which heads changed) are the pure pieces in :mod:`._blocking`, :mod:`._events` and :class:`HeadIndex`.
+
+After a wake-up the work is kept to what changed: Consul answers with every head of the namespace, but only
+entries whose ModifyIndex moved are parsed again, and a small document (≤ ``HEAD_INLINE_BYTES``) is applied
+from its head without reading its version record (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 from ._blocking import DEFAULT_WAIT_SECONDS, Backoff, RateLimiter, jittered_wait, next_wait_index
@@ -29,18 +33,55 @@ def head_key(head: HeadRecord | None) -> HeadKey | None:
     return (head.version, head.sha256, head.deleted) if head is not None else None
 
 
-def parse_heads(prefix: str, entries: list[KVEntry]) -> dict[str, HeadRecord]:
-    """The head records directly under ``prefix``, by config name; unreadable ones are skipped (logged)."""
-    heads: dict[str, HeadRecord] = {}
-    for entry in entries:
-        name = entry.key[len(prefix) :]
-        if not name or "/" in name:
-            continue
+class HeadIndex:
+    """The parsed head records of one namespace, re-parsed only where Consul's ModifyIndex moved (no I/O).
+
+    Every wake-up of the blocking query returns every head of the namespace; most did not change. Consul
+    bumps an entry's ModifyIndex on every write to it, so an entry whose index is the one seen last time
+    holds the same bytes and its parsed record is reused. Keys that are gone from the answer are forgotten.
+    Call :meth:`reset` when the blocking index is reset: another cluster may reuse an index for other bytes.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._known: dict[str, tuple[int, HeadRecord | None]] = {}
+        self.parses = 0  # head records parsed so far (for tests and metrics)
+
+    def update(self, entries: list[KVEntry], wanted: Container[str]) -> dict[str, HeadRecord]:
+        """The readable heads directly under the prefix whose name is in ``wanted``, by config name."""
+        known: dict[str, tuple[int, HeadRecord | None]] = {}
+        heads: dict[str, HeadRecord] = {}
+        for entry in entries:
+            name = entry.key[len(self.prefix) :]
+            if not name or "/" in name or name not in wanted:
+                continue
+            previous = self._known.get(name)
+            same = previous is not None and previous[0] == entry.modify_index
+            head = previous[1] if previous is not None and same else self._parse(entry)
+            known[name] = (entry.modify_index, head)
+            if head is not None:
+                heads[name] = head
+        self._known = known
+        return heads
+
+    def _parse(self, entry: KVEntry) -> HeadRecord | None:
+        self.parses += 1
         try:
-            heads[name] = HeadRecord.from_bytes(entry.value)
-        except ConfigdError as exc:
+            return HeadRecord.from_bytes(entry.value)
+        except ConfigdError as exc:  # remembered as unreadable until its ModifyIndex moves: logged once
             log.warning("configd_client: skipping unreadable head %s: %s", entry.key, exc)
-    return heads
+            return None
+
+    def reset(self) -> None:
+        self._known = {}
+
+
+def inline_document(head: HeadRecord) -> Document | None:
+    """The document a head carries (checked against its sha256; ConfigdError if not matching), else None."""
+    data = head.inline_data()
+    if data is None:
+        return None
+    return Document(head.namespace, head.name, head.version, head.sha256, data, "consul")
 
 
 def fetch_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -> Document:
@@ -60,6 +101,12 @@ def fetch_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) 
     return Document(head.namespace, head.name, record.version, record.sha256, data, "consul")
 
 
+def load_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -> Document:
+    """The document of ``head``: from the head itself when it carries it, else read from its version."""
+    document = inline_document(head)
+    return document if document is not None else fetch_document(gateway, layout, head)
+
+
 class NamespaceWatcher:
     """Follows every watched config of one namespace with a single blocking query.
 
@@ -67,7 +114,7 @@ class NamespaceWatcher:
         namespace: the namespace whose heads are watched.
         layout: the key layout (prefix) of the configd installation.
         blocking: a gateway used only for the blocking query (its one long-lived connection).
-        reader: a gateway for short reads (version bodies), ideally without keep-alive.
+        reader: a gateway for short reads (heads at start, bodies too large to ride in a head), without keep-alive.
         wait_seconds: the maximum wait of one blocking query, jittered down by up to 10 %.
     """
 
@@ -86,6 +133,7 @@ class NamespaceWatcher:
         self.namespace = namespace
         self.layout = layout
         self.prefix = layout.heads_prefix(namespace)
+        self.heads = HeadIndex(self.prefix)
         self._blocking = blocking
         self._reader = reader
         self.wait_seconds = wait_seconds
@@ -127,7 +175,7 @@ class NamespaceWatcher:
         if entry is None:
             return None
         head = HeadRecord.from_bytes(entry.value)
-        return None if head.deleted else fetch_document(self._reader, self.layout, head)
+        return None if head.deleted else load_document(self._reader, self.layout, head)
 
     # --- the loop -------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -146,28 +194,35 @@ class NamespaceWatcher:
                     )
             except (ConsulUnavailable, ConsulPermissionDenied) as exc:
                 self._set_reachable(False, exc)
-                index = 0  # after an outage the cluster may be another one: read first, then block
+                index = self._reset()  # after an outage the cluster may be another one: read first, then block
                 self._stop.wait(self._backoff.next_delay())
                 continue
             except Exception:  # a bug must not end the watch silently: log it and retry like an outage
                 log.exception("configd_client: watch of %s failed", self.namespace)
-                index = 0
+                index = self._reset()
                 self._stop.wait(self._backoff.next_delay())
                 continue
             if self._stop.is_set():
                 return
             self._set_reachable(True, None)
             index = next_wait_index(index, returned)
-            if not self._process(parse_heads(self.prefix, entries)):
-                index = 0
+            if index == 0:
+                self.heads.reset()  # the index went backwards: ModifyIndexes seen so far mean nothing now
+            with self._lock:
+                targets = dict(self._targets)
+            if not self._process(self.heads.update(entries, targets), targets):
+                index = self._reset()
                 self._stop.wait(self._backoff.next_delay())
             else:
                 self._backoff.reset()
 
-    def _process(self, heads: dict[str, HeadRecord]) -> bool:
+    def _reset(self) -> int:
+        """Forget what the last answers said; the next query reads without blocking (index 0)."""
+        self.heads.reset()
+        return 0
+
+    def _process(self, heads: dict[str, HeadRecord], targets: dict[str, tuple[LiveSettings[Any], ...]]) -> bool:
         """Offer every changed head to its targets; False when a body could not be fetched (retry)."""
-        with self._lock:
-            targets = dict(self._targets)
         complete = True
         for name, lives in targets.items():
             head = heads.get(name)
@@ -181,7 +236,7 @@ class NamespaceWatcher:
                 self._offered[name] = key
                 continue
             try:
-                document = fetch_document(self._reader, self.layout, head)
+                document = load_document(self._reader, self.layout, head)
             except (ConsulUnavailable, ConsulPermissionDenied) as exc:
                 self._set_reachable(False, exc)
                 complete = False
