@@ -8,6 +8,7 @@ never sees a head without its version record, and two concurrent writers never b
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import threading
 import time
@@ -32,6 +33,8 @@ from configd_client._diff import Change, diff_json, unified_diff
 from configd_client._exceptions import (
     ConfigdError,
     ConfigTooLarge,
+    ErrorDetail,
+    InvalidName,
     NotFound,
     SchemaIncompatible,
     SchemaNotFound,
@@ -39,10 +42,12 @@ from configd_client._exceptions import (
     VersionConflict,
 )
 from configd_client._layout import (
+    CONSUL_TXN_MAX_BYTES,
     CONSUL_TXN_MAX_OPS,
     MAX_AUTHOR_CHARS,
     MAX_CONFIG_BYTES,
     MAX_MESSAGE_CHARS,
+    MAX_RECORD_BYTES,
     MAX_SCHEMA_BYTES,
     KeyLayout,
     validate_name,
@@ -64,6 +69,7 @@ from configd_client._records import (
 )
 
 from .audit import AuditLog, new_entry
+from .errors import Forbidden
 from .validation import compile_schema, config_errors, schema_errors
 
 WriteStatus = Literal["created", "unchanged"]
@@ -196,19 +202,26 @@ class _ValidatorCache:
     _items: OrderedDict[tuple[str, str, int, str], Draft202012Validator] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, key: tuple[str, str, int, str], build: Callable[[], dict[str, Any]]) -> Draft202012Validator:
+    def cached(self, key: tuple[str, str, int, str]) -> Draft202012Validator | None:
         with self._lock:
             found = self._items.get(key)
             if found is not None:
                 self._items.move_to_end(key)
-                return found
-        validator = compile_schema(build())
+            return found
+
+    def add(self, key: tuple[str, str, int, str], validator: Draft202012Validator, *, compiled: bool = True) -> None:
         with self._lock:
-            self.compiled += 1
+            self.compiled += compiled
             self._items[key] = validator
             while len(self._items) > self.maxsize:
                 self._items.popitem(last=False)
-        return validator
+
+    def get(self, key: tuple[str, str, int, str], build: Callable[[], dict[str, Any]]) -> Draft202012Validator:
+        found = self.cached(key)
+        if found is None:
+            found = compile_schema(build())
+            self.add(key, found)
+        return found
 
 
 # --- the records of one write: pure, shared by push, schema registration and import --------------------
@@ -389,6 +402,372 @@ def config_write(
     return ConfigWrite(record, new_head, audit, encoded.chunks)
 
 
+# --- bulk import: what an import is made of and how it is refused (pure) ------------------------------------
+ImportKind = Literal["schema", "config"]
+ImportStatus = Literal["created", "unchanged", "conflict", "failed"]
+ItemField = Literal["", "namespace", "name", "document", "expected_version", "force"]
+# Items one import request may carry; configctl sends at most 500 (and at most ~4 MB) per request.
+MAX_IMPORT_ITEMS = 1000
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    """One document of an import: a schema or a config. ``expected_version`` is the head the caller planned
+    against (0 = must not exist yet); ``force`` (schemas only) registers a schema the current config fails."""
+
+    kind: ImportKind
+    namespace: str
+    name: str
+    document: Any
+    expected_version: int | None = None
+    force: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}" + (" schema" if self.kind == "schema" else "")
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What an import did with one item: ``created`` (``version`` is new), ``unchanged`` (identical to the head;
+    nothing written), ``conflict`` (another writer moved a head after the import read it) or ``failed``."""
+
+    index: int
+    item: ImportItem
+    status: ImportStatus
+    version: int | None = None
+    sha256: str | None = None
+    forced: bool = False
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ItemProblem:
+    """Why one item stops a whole import: the error, and the field of the item it is about."""
+
+    index: int
+    item: ImportItem
+    error: ConfigdError
+    field: ItemField = ""
+
+    def details(self) -> list[ErrorDetail]:
+        """The error as JSON Pointer paths into the request body (``/items/<index>/…``)."""
+        base = f"/items/{self.index}" + (f"/{self.field}" if self.field else "")
+        errors = self.error.errors if isinstance(self.error, ValidationFailed) else []
+        if not errors:
+            return [ErrorDetail(base, f"{self.item.label}: {self.error}")]
+        if self.field == "document":
+            return [ErrorDetail(base + (e.path if e.path != "/" else ""), e.message) for e in errors]
+        # SchemaIncompatible: the paths are in the current config, which is not part of the request.
+        return [ErrorDetail(base, f"{self.item.label}: {self.error} — {e.path}: {e.message}") for e in errors]
+
+
+class ImportRejected(ValidationFailed):
+    """An import refused as a whole: nothing was written. ``problems`` has every bad item, ``errors`` their paths.
+
+    A subclass says when every problem is of one kind, so the answer is the status a single-item write would get
+    (403, 409, 404); a mix is a 422.
+    """
+
+    def __init__(self, problems: list[ItemProblem], total: int) -> None:
+        shown = "; ".join(f"items/{p.index} {p.item.label}: {p.error}" for p in problems[:5])
+        more = f"; … and {len(problems) - 5} more" if len(problems) > 5 else ""
+        bad = len({p.index for p in problems})
+        super().__init__(
+            f"import refused, nothing written: {bad} of {total} item(s) cannot be imported: {shown}{more}",
+            [detail for p in problems for detail in p.details()],
+        )
+        self.problems = problems
+
+
+class ImportForbidden(ImportRejected, Forbidden):
+    """Every problem is an item the token may not write (403)."""
+
+
+class ImportConflict(ImportRejected, VersionConflict):
+    """Every problem is an ``expected_version`` that is not the head (409)."""
+
+    def __init__(self, problems: list[ItemProblem], total: int) -> None:
+        super().__init__(problems, total)
+        only = problems[0].error if len(problems) == 1 else None
+        self.expected = only.expected if isinstance(only, VersionConflict) else None
+        self.actual = only.actual if isinstance(only, VersionConflict) else None
+
+
+class ImportSchemaNotFound(ImportRejected, SchemaNotFound):
+    """Every problem is a config with no schema, neither registered nor in the import (404)."""
+
+
+_REJECTIONS: tuple[tuple[type[ConfigdError], type[ImportRejected]], ...] = (
+    (Forbidden, ImportForbidden),
+    (VersionConflict, ImportConflict),
+    (SchemaNotFound, ImportSchemaNotFound),
+)
+
+
+def import_rejection(problems: list[ItemProblem], total: int) -> ImportRejected:
+    """The exception that refuses an import with ``problems`` (non-empty) among ``total`` items."""
+    for kind, rejection in _REJECTIONS:
+        if all(isinstance(p.error, kind) for p in problems):
+            return rejection(problems, total)
+    return ImportRejected(problems, total)
+
+
+def pack_transactions(
+    groups: list[tuple[int, int]], *, max_ops: int = CONSUL_TXN_MAX_OPS, max_bytes: int = CONSUL_TXN_MAX_BYTES
+) -> list[range]:
+    """Consecutive groups, each ``(operations, bytes of its JSON)``, packed into as few transactions as Consul 1.8
+    allows (64 operations, 512 KiB of body); each range indexes the groups of one transaction. A group is never
+    split. The bytes add up exactly: the JSON of a list of operations is the sum of its groups' JSON."""
+    batches: list[range] = []
+    start = ops = size = 0
+    for index, (count, length) in enumerate(groups):
+        if index > start and (ops + count > max_ops or size + length > max_bytes):
+            batches.append(range(start, index))
+            start, ops, size = index, 0, 0
+        ops += count
+        size += length
+    if start < len(groups):
+        batches.append(range(start, len(groups)))
+    return batches
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """An item whose name and document passed the checks that need no Consul: its canonical bytes and hash."""
+
+    index: int
+    item: ImportItem
+    canonical: bytes
+    sha: str
+
+
+@dataclass
+class _Group:
+    """One config's items in an import (its schema, its data, or both); they commit together or not at all."""
+
+    namespace: str
+    name: str
+    schema: _Checked | None = None
+    config: _Checked | None = None
+
+
+def _check_items(items: list[ImportItem]) -> tuple[list[_Group], list[ItemProblem]]:
+    """Names, duplicates, documents, sizes and schema meta-validation of every item; no I/O.
+
+    A config whose items are not all sound is left out of the groups (its problems are reported).
+    """
+    problems: list[ItemProblem] = []
+    groups: dict[tuple[str, str], _Group] = {}
+    broken: set[tuple[str, str]] = set()
+    seen: dict[tuple[str, str, str], int] = {}
+    for index, item in enumerate(items):
+        try:
+            validate_name(item.namespace, "namespace")
+        except InvalidName as exc:
+            problems.append(ItemProblem(index, item, exc, "namespace"))
+            continue
+        try:
+            validate_name(item.name, "name")
+        except InvalidName as exc:
+            problems.append(ItemProblem(index, item, exc, "name"))
+            continue
+        ref = (item.namespace, item.name)
+        first = seen.setdefault((item.kind, *ref), index)
+        if first != index:
+            broken.add(ref)
+            problems.append(ItemProblem(index, item, ValidationFailed(f"the same {item.kind} as items/{first}")))
+            continue
+        if item.force and item.kind == "config":
+            broken.add(ref)
+            problems.append(ItemProblem(index, item, ValidationFailed("force applies to schema items only"), "force"))
+            continue
+        try:
+            if item.kind == "schema":
+                canonical = checked_schema(item.namespace, item.name, item.document)
+            else:
+                canonical = checked_config(item.document)
+        except ConfigdError as exc:
+            broken.add(ref)
+            problems.append(ItemProblem(index, item, exc, "document"))
+            continue
+        group = groups.setdefault(ref, _Group(*ref))
+        checked = _Checked(index, item, canonical, sha256_hex(canonical))
+        if item.kind == "schema":
+            group.schema = checked
+        else:
+            group.config = checked
+    return [g for ref, g in groups.items() if ref not in broken], problems
+
+
+@dataclass(frozen=True)
+class _GroupPlan:
+    """What an import does with one config, decided without I/O from the heads it read."""
+
+    group: _Group
+    current: Heads
+    schema: SchemaWrite | None = None
+    config: ConfigWrite | None = None
+    unchanged: tuple[ImportOutcome, ...] = ()
+    problems: tuple[ItemProblem, ...] = ()
+
+    def ops(self, layout: KeyLayout, audit: AuditLog) -> list[TxnOp]:
+        """The group's operations, guarded like a push and a registration: every head it depends on must still
+        be where it was read. A schema and its config written together guard each other by their own CAS."""
+        ns, name, current = self.group.namespace, self.group.name, self.current
+        if self.schema is not None and self.config is not None:
+            return [
+                *self.schema.ops(layout, audit, current.schema_index),
+                *self.config.ops(layout, audit, current.head_index),
+            ]
+        if self.schema is not None:
+            return [
+                config_guard(layout, ns, name, current.head_index),
+                *self.schema.ops(layout, audit, current.schema_index),
+            ]
+        if self.config is not None:
+            return [
+                op_check_index(layout.schema_head(ns, name), current.schema_index),
+                *self.config.ops(layout, audit, current.head_index),
+            ]
+        return []
+
+    def created(self) -> list[ImportOutcome]:
+        found: list[ImportOutcome] = []
+        if self.schema is not None and self.group.schema is not None:
+            record = self.schema.record
+            found.append(
+                ImportOutcome(
+                    self.group.schema.index,
+                    self.group.schema.item,
+                    "created",
+                    record.version,
+                    record.sha256,
+                    record.forced,
+                )
+            )
+        if self.config is not None and self.group.config is not None:
+            head = self.config.head
+            found.append(
+                ImportOutcome(self.group.config.index, self.group.config.item, "created", head.version, head.sha256)
+            )
+        return found
+
+    def missed(self, status: ImportStatus, detail: str) -> list[ImportOutcome]:
+        """The outcomes of the items this group would have written, when its transaction did not commit."""
+        return [ImportOutcome(o.index, o.item, status, detail=detail) for o in self.created()]
+
+
+def _plan_group(
+    group: _Group,
+    current: Heads,
+    validators: dict[str, Draft202012Validator],
+    live_data: Any | None,
+    *,
+    actor: str,
+    message: str,
+    record_overhead: int = 4096,
+) -> _GroupPlan:
+    """Decide one config's part of an import (pure): the same checks, in the same order, as ``register_schema``
+    and ``push``, except that a config is validated against the schema it will have after the import — the one
+    in the import when it brings one — and that every problem is collected instead of raised.
+
+    ``validators`` holds a compiled validator per schema sha256 (the new schema's and the current one's);
+    ``live_data`` is the current config, needed only when a schema comes without its config.
+    """
+    problems: list[ItemProblem] = []
+    unchanged: list[ImportOutcome] = []
+    schema_out: SchemaWrite | None = None
+    config_out: ConfigWrite | None = None
+    ns, name = group.namespace, group.name
+    live_schema = current.schema.version if current.schema else 0
+    validator = validators.get(current.schema.sha256) if current.schema else None
+    schema_version = live_schema
+    if (s := group.schema) is not None:
+        expected = s.item.expected_version
+        if expected is not None and expected != live_schema:
+            conflict = VersionConflict(
+                f"expected schema version {expected}, but the current one is {live_schema}",
+                expected=expected,
+                actual=live_schema,
+            )
+            problems.append(ItemProblem(s.index, s.item, conflict, "expected_version"))
+        validator = validators[s.sha]
+        if current.schema is not None and current.schema.sha256 == s.sha:
+            unchanged.append(ImportOutcome(s.index, s.item, "unchanged", live_schema, s.sha))
+        else:
+            schema_out = schema_write(
+                ns,
+                name,
+                s.item.document,
+                s.sha,
+                current=current.schema,
+                actor=actor,
+                message=message,
+                forced=s.item.force,
+            )
+            schema_version = schema_out.record.version
+    head = current.head
+    live = head.version if head is not None and not head.deleted else 0
+    if (c := group.config) is not None:
+        expected = c.item.expected_version
+        if expected is not None and expected != live:
+            conflict = VersionConflict(
+                f"expected version {expected}, but the head is {live}", expected=expected, actual=live
+            )
+            problems.append(ItemProblem(c.index, c.item, conflict, "expected_version"))
+        if validator is None:
+            missing = SchemaNotFound(f"no schema is registered for {ns}/{name} and the import brings none")
+            problems.append(ItemProblem(c.index, c.item, missing))
+        elif errors := config_errors(validator, c.item.document):
+            failed = ValidationFailed(f"{len(errors)} validation error(s) against schema v{schema_version}", errors)
+            problems.append(ItemProblem(c.index, c.item, failed, "document"))
+        elif head is not None and live and head.sha256 == c.sha:
+            unchanged.append(ImportOutcome(c.index, c.item, "unchanged", live, c.sha))
+        else:
+            config_out = config_write(
+                ns,
+                name,
+                c.item.document,
+                c.canonical,
+                c.sha,
+                head=head,
+                schema_version=schema_version,
+                actor=actor,
+                message=message,
+                record_overhead=record_overhead,
+            )
+    elif (
+        schema_out is not None
+        and live_data is not None
+        and group.schema is not None
+        and not group.schema.item.force
+        and (errors := config_errors(validators[group.schema.sha], live_data))
+    ):
+        incompatible = SchemaIncompatible(
+            "the current config would fail this schema; import the config with it, or set force", errors
+        )
+        problems.append(ItemProblem(group.schema.index, group.schema.item, incompatible))
+    if problems:
+        return _GroupPlan(group, current, problems=tuple(problems))
+    return _GroupPlan(group, current, schema_out, config_out, tuple(unchanged))
+
+
+_RACE_DETAIL = "another write moved a head after the import read it; nothing of this config was written"
+
+
+def _common_prefix(names: list[str]) -> str:
+    """The longest string every name starts with (that of the first and last in sort order)."""
+    first, last = min(names), max(names)
+    size = next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), min(len(first), len(last)))
+    return first[:size]
+
+
+def _json_size(ops: list[TxnOp]) -> int:
+    """Bytes of the JSON body Consul receives for ``ops`` (how ConsulGateway.txn encodes it)."""
+    return len(json.dumps(ops))
+
+
 class SchemaRegistry:
     """Versioned JSON Schemas (Draft 2020-12), meta-validated when registered."""
 
@@ -428,6 +807,41 @@ class SchemaRegistry:
     def validator(self, head: SchemaHeadRecord) -> Draft202012Validator:
         key = (head.namespace, head.name, head.version, head.sha256)
         return self._validators.get(key, lambda: self.get(head.namespace, head.name, head.version).json_schema)
+
+    def heads(self, namespace: str) -> list[SchemaHeadRecord]:
+        """The schema heads of a namespace, in name order (one recursive read: heads are small)."""
+        validate_name(namespace, "namespace")
+        _, entries = self._gateway.list(self._layout.schema_head(namespace, ""))
+        return sorted((SchemaHeadRecord.from_bytes(e.value) for e in entries), key=lambda h: h.name)
+
+    def validators(self, heads: list[SchemaHeadRecord]) -> dict[str, Draft202012Validator]:
+        """Compiled validators of many schema heads, by sha256. The versions not cached yet are read in
+        transactions of up to 64 gets, and identical schemas (same sha256) are compiled once."""
+        found: dict[str, Draft202012Validator] = {}
+        missing: list[SchemaHeadRecord] = []
+        for head in heads:
+            cached = self._validators.cached((head.namespace, head.name, head.version, head.sha256))
+            if cached is not None:
+                found.setdefault(head.sha256, cached)
+            else:
+                missing.append(head)
+        for start in range(0, len(missing), CONSUL_TXN_MAX_OPS):
+            batch = missing[start : start + CONSUL_TXN_MAX_OPS]
+            try:
+                entries = self._gateway.txn(
+                    [op_get(self._layout.schema_version(h.namespace, h.name, h.version)) for h in batch]
+                )
+                records = [SchemaVersionRecord.from_bytes(e.value) for e in entries]
+            except VersionConflict:  # a version that is not there fails the read as a whole: read them apart
+                records = [self.get(h.namespace, h.name, h.version) for h in batch]
+            for head, record in zip(batch, records, strict=True):
+                known = found.get(head.sha256)
+                validator = known if known is not None else compile_schema(record.json_schema)
+                self._validators.add(
+                    (head.namespace, head.name, head.version, head.sha256), validator, compiled=known is None
+                )
+                found[head.sha256] = validator
+        return found
 
     def register(
         self,
@@ -849,3 +1263,174 @@ class ConfigStore:
         # Consul being down is why many writes fail; then the caller's error is the one that matters.
         with contextlib.suppress(ConfigdError):
             self.audit.append(entry)
+
+    # --- bulk import ---------------------------------------------------------------------------------
+    def import_items(self, items: list[ImportItem], *, actor: str, message: str = "") -> list[ImportOutcome]:
+        """Write many schemas and configs at once; one outcome per item, in item order.
+
+        Everything is checked before anything is written — names, documents, sizes, schemas against the
+        meta-schema, each config against the schema it will have after the import, ``expected_version`` against
+        the heads — and any problem refuses the whole import (an :class:`ImportRejected`, nothing written).
+        Then whole configs (a schema, its config, their audit entries) are packed into as few Consul transactions
+        as the limits allow, each guarded by CAS like a push: a config never lands half-written, and a schema
+        imported with its config lands in the same transaction as that config. A concurrent writer that moves a
+        head in between makes that config's items ``conflict`` while the others land.
+        """
+        _clip(message, MAX_MESSAGE_CHARS, "message")
+        _clip(actor, MAX_AUTHOR_CHARS, "author")
+        if not 0 < len(items) <= MAX_IMPORT_ITEMS:
+            raise ValidationFailed(f"an import carries 1 to {MAX_IMPORT_ITEMS} items, not {len(items)}")
+        groups, problems = _check_items(items)
+        current = self._import_heads([(g.namespace, g.name) for g in groups])
+        validators = self._import_validators(groups, current)
+        plans: list[_GroupPlan] = []
+        for group in groups:
+            heads = current[(group.namespace, group.name)]
+            live_data = self._live_data(heads.head) if self._needs_live_data(group, heads) else None
+            plan = _plan_group(group, heads, validators, live_data, actor=actor, message=message)
+            if (
+                plan.schema is not None
+                and plan.config is not None
+                and _json_size(plan.ops(self.layout, self.audit)) > CONSUL_TXN_MAX_BYTES
+            ):
+                # Too large for one transaction with its schema: the data moves to blob chunks (written first),
+                # so the pair still commits atomically.
+                plan = _plan_group(
+                    group, heads, validators, live_data, actor=actor, message=message, record_overhead=MAX_RECORD_BYTES
+                )
+            plans.append(plan)
+            problems.extend(plan.problems)
+        if problems:
+            raise import_rejection(sorted(problems, key=lambda p: p.index), len(items))
+        outcomes = [o for plan in plans for o in plan.unchanged]
+        outcomes += self._commit_import([p for p in plans if p.schema is not None or p.config is not None])
+        for group in groups:
+            self._known.forget(group.namespace, group.name)
+        return sorted(outcomes, key=lambda o: o.index)
+
+    def _import_heads(self, refs: list[tuple[str, str]]) -> dict[tuple[str, str], Heads]:
+        """The config and schema heads of ``refs``.
+
+        A read transaction fails as a whole when one of its keys is missing (and an import mostly names new
+        configs), so the key names are listed first — per namespace, narrowed to the names' common prefix — and
+        only keys that exist are read, in transactions of up to 64 gets.
+        """
+        names: dict[str, list[str]] = {}
+        for namespace, name in refs:
+            names.setdefault(namespace, []).append(name)
+        wanted: list[str] = []
+        for namespace, members in names.items():
+            stem = _common_prefix(members)
+            present = set(self.gateway.keys(self.layout.head(namespace, stem)))
+            present.update(self.gateway.keys(self.layout.schema_head(namespace, stem)))
+            for name in members:
+                wanted += [
+                    k
+                    for k in (self.layout.head(namespace, name), self.layout.schema_head(namespace, name))
+                    if k in present
+                ]
+        found: dict[str, KVEntry] = {}
+        for start in range(0, len(wanted), CONSUL_TXN_MAX_OPS):
+            batch = wanted[start : start + CONSUL_TXN_MAX_OPS]
+            try:
+                entries = self.gateway.txn([op_get(k) for k in batch])
+            except VersionConflict:  # a key went away after the listing: read them apart
+                entries = [e for k in batch if (e := self.gateway.get(k)) is not None]
+            found.update((e.key, e) for e in entries)
+        current: dict[tuple[str, str], Heads] = {}
+        for namespace, name in refs:
+            head, schema = (
+                found.get(self.layout.head(namespace, name)),
+                found.get(self.layout.schema_head(namespace, name)),
+            )
+            current[(namespace, name)] = Heads(
+                head=HeadRecord.from_bytes(head.value) if head else None,
+                head_index=head.modify_index if head else 0,
+                schema=SchemaHeadRecord.from_bytes(schema.value) if schema else None,
+                schema_index=schema.modify_index if schema else 0,
+            )
+        return current
+
+    def _import_validators(
+        self, groups: list[_Group], current: dict[tuple[str, str], Heads]
+    ) -> dict[str, Draft202012Validator]:
+        """A validator per schema sha256 the import needs: each new schema compiled once, each current schema a
+        config is validated against loaded in batches (and cached like a push's)."""
+        validators: dict[str, Draft202012Validator] = {}
+        for group in groups:
+            if group.schema is not None and group.schema.sha not in validators:
+                validators[group.schema.sha] = compile_schema(group.schema.item.document)
+        needed = [
+            heads.schema
+            for group in groups
+            if group.schema is None
+            and group.config is not None
+            and (heads := current[(group.namespace, group.name)]).schema is not None
+        ]
+        return self.schemas.validators(needed) | validators
+
+    @staticmethod
+    def _needs_live_data(group: _Group, heads: Heads) -> bool:
+        """A schema imported without its config is checked against the current config (unless forced)."""
+        return (
+            group.schema is not None
+            and group.config is None
+            and not group.schema.item.force
+            and heads.head is not None
+            and not heads.head.deleted
+            and (heads.schema is None or heads.schema.sha256 != group.schema.sha)
+        )
+
+    def _live_data(self, head: HeadRecord | None) -> Any | None:
+        if head is None or head.deleted:
+            return None
+        inline = head.inline_data()
+        return inline if inline is not None else self.data(self.version(head.namespace, head.name, head.version))
+
+    def _commit_import(self, plans: list[_GroupPlan]) -> list[ImportOutcome]:
+        """Commit the planned writes in packed transactions; the outcome of every item they write.
+
+        A transaction that loses a CAS race is retried config by config, so the race costs only the configs
+        another writer touched. Consul failing part-way marks the rest ``failed`` (each transaction is atomic,
+        so what landed is whole); failing before anything landed is raised, as for a single write.
+        """
+        ops = [plan.ops(self.layout, self.audit) for plan in plans]
+        for plan in plans:
+            if plan.config is not None:
+                for key, chunk in plan.config.chunk_puts(self.layout):
+                    self.gateway.put(key, chunk)
+        outcomes: list[ImportOutcome] = []
+        failure: ConfigdError | None = None
+        for batch in pack_transactions([(len(o), _json_size(o)) for o in ops]):
+            members = [(plans[i], ops[i]) for i in batch]
+            if len(members) == 1:
+                found, failure = self._commit_group(*members[0], failure)
+                outcomes += found
+                continue
+            try:
+                self.gateway.txn([op for _, group_ops in members for op in group_ops])
+            except VersionConflict:
+                # Consul does not say which guard failed: commit each config alone, so that only the configs
+                # another writer touched miss.
+                for plan, group_ops in members:
+                    found, failure = self._commit_group(plan, group_ops, failure)
+                    outcomes += found
+            except ConfigdError as exc:
+                failure = failure or exc
+                outcomes += [o for plan, _ in members for o in plan.missed("failed", str(exc))]
+            else:
+                outcomes += [o for plan, _ in members for o in plan.created()]
+        if failure is not None and not any(o.status == "created" for o in outcomes):
+            raise failure
+        return outcomes
+
+    def _commit_group(
+        self, plan: _GroupPlan, ops: list[TxnOp], failure: ConfigdError | None
+    ) -> tuple[list[ImportOutcome], ConfigdError | None]:
+        try:
+            self.gateway.txn(ops)
+        except VersionConflict:
+            return plan.missed("conflict", _RACE_DETAIL), failure
+        except ConfigdError as exc:
+            return plan.missed("failed", str(exc)), failure or exc
+        return plan.created(), failure

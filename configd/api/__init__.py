@@ -2,8 +2,15 @@
 
 from fastapi import APIRouter
 
-from . import audit, clients, configs, health, schemas
+from . import audit, clients, configs, health, imports, schemas
 
-ROUTERS: tuple[APIRouter, ...] = (schemas.router, configs.router, audit.router, clients.router, health.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    schemas.router,
+    configs.router,
+    imports.router,
+    audit.router,
+    clients.router,
+    health.router,
+)
 
 __all__ = ["ROUTERS"]

@@ -34,6 +34,9 @@ from ..store import ConfigStore
 MAX_REQUEST_BYTES = MAX_CONFIG_BYTES + 1024 * 1024
 # Envelope levels a body adds around the document (``{"data": …}``), on top of the document's own limit.
 _ENVELOPE_DEPTH = 2
+# An import carries its documents in ``{"items": [{"document": …}]}``: two levels more than a push (one more in
+# the envelope, and the same one level of slack, so that a document just too deep gets its item's own error).
+IMPORT_ENVELOPE_DEPTH = 4
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -134,6 +137,11 @@ def _is_json(content_type: str) -> bool:
 
 
 async def read_json(request: Request) -> Any:
+    """The request body as JSON (see :func:`read_json_body`), for a document wrapped in at most two levels."""
+    return await read_json_body(request, _ENVELOPE_DEPTH)
+
+
+async def read_json_body(request: Request, envelope_depth: int) -> Any:
     """The request body as JSON: declared as JSON (415), at most MAX_REQUEST_BYTES (413), UTF-8 (400), parseable,
     finite and not too deep (422). Too-large bodies are refused from Content-Length, or as soon as the stream
     passes the limit, never buffered whole."""
@@ -173,7 +181,7 @@ async def read_json(request: Request) -> Any:
         ) from exc
     except ValueError as exc:  # anything else the decoder refuses, never a 500
         raise InvalidConfig(f"the request body is not valid JSON: {exc}") from exc
-    if json_depth(value, MAX_JSON_DEPTH + _ENVELOPE_DEPTH) > MAX_JSON_DEPTH + _ENVELOPE_DEPTH:
+    if json_depth(value, MAX_JSON_DEPTH + envelope_depth) > MAX_JSON_DEPTH + envelope_depth:
         raise InvalidConfig(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
@@ -230,11 +238,11 @@ def parse_model(model: type[M], value: Any) -> M:
         raise ValidationFailed("the request body does not have the expected shape", body_errors(exc)) from exc
 
 
-def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
+def json_body(model: type[M], *, envelope_depth: int = _ENVELOPE_DEPTH) -> Callable[[Request], Awaitable[M]]:
     """A dependency that reads the body as JSON and validates it as ``model``."""
 
     async def dependency(request: Request) -> M:
-        parsed = parse_model(model, await read_json(request))
+        parsed = parse_model(model, await read_json_body(request, envelope_depth))
         message = getattr(parsed, "message", None)
         if isinstance(message, str):
             note_message(request, message)

@@ -9,7 +9,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from configd_client._diff import Change
 from configd_client._exceptions import ErrorDetail
 from configd_client._layout import MAX_MESSAGE_CHARS
-from configd_client._records import AuditRecord, HeadRecord, SchemaVersionRecord, VersionRecord
+from configd_client._records import AuditRecord, HeadRecord, SchemaHeadRecord, SchemaVersionRecord, VersionRecord
+
+from ..store import MAX_IMPORT_ITEMS, ImportOutcome
 
 
 def _json_integer(value: Any) -> Any:
@@ -41,6 +43,25 @@ class RollbackBody(_Body):
 
 class ValidateBody(_Body):
     data: Any = Field(description="the candidate config document", json_schema_extra={"type": "object"})
+
+
+class ImportItemBody(_Body):
+    kind: Literal["schema", "config"]
+    namespace: str
+    name: str
+    document: Any = Field(
+        description="the JSON Schema (kind schema) or the config document (kind config)",
+        json_schema_extra={"type": "object"},
+    )
+    expected_version: ExpectedVersion | None = Field(
+        default=None, description="the head (schema or config) you planned against; 0 = must not exist yet"
+    )
+    force: bool = Field(default=False, description="schemas only: register it even if the current config fails it")
+
+
+class ImportBody(_Body):
+    message: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
+    items: list[ImportItemBody] = Field(min_length=1, max_length=MAX_IMPORT_ITEMS)
 
 
 # --- responses -------------------------------------------------------------------------------------------
@@ -75,6 +96,25 @@ class SchemaWriteResult(BaseModel):
     name: str
     version: int
     sha256: str
+
+
+class SchemaSummary(BaseModel):
+    name: str
+    version: int
+    sha256: str
+    author: str
+    created_at: str
+
+    @classmethod
+    def of(cls, head: SchemaHeadRecord) -> SchemaSummary:
+        return cls(
+            name=head.name, version=head.version, sha256=head.sha256, author=head.author, created_at=head.created_at
+        )
+
+
+class SchemaListView(BaseModel):
+    namespace: str
+    schemas: list[SchemaSummary]
 
 
 class SchemaView(BaseModel):
@@ -289,3 +329,33 @@ class HealthView(BaseModel):
     status: Literal["ok", "unavailable"]
     leader: str | None
     detail: str
+
+
+class ImportItemResult(BaseModel):
+    kind: Literal["schema", "config"]
+    namespace: str
+    name: str
+    status: Literal["created", "unchanged", "conflict", "failed"]
+    version: int | None = Field(description="the head after the import; null for conflict and failed")
+    sha256: str | None
+    forced: bool
+    detail: str
+
+    @classmethod
+    def of(cls, outcome: ImportOutcome) -> ImportItemResult:
+        item = outcome.item
+        return cls(
+            kind=item.kind,
+            namespace=item.namespace,
+            name=item.name,
+            status=outcome.status,
+            version=outcome.version,
+            sha256=outcome.sha256,
+            forced=outcome.forced,
+            detail=outcome.detail,
+        )
+
+
+class ImportView(BaseModel):
+    summary: dict[Literal["created", "unchanged", "conflict", "failed"], int]
+    items: list[ImportItemResult] = Field(description="one result per item of the request, in its order")

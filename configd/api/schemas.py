@@ -6,8 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from configd_client._exceptions import NotFound
+
 from .deps import JSONDocument, Reader, SchemaAdmin, State, Store, body_openapi, note_message
-from .models import ErrorBody, SchemaView, SchemaWriteResult
+from .models import ErrorBody, SchemaListView, SchemaSummary, SchemaView, SchemaWriteResult
 
 router = APIRouter(prefix="/api/v1/schemas", tags=["schemas"])
 
@@ -46,6 +48,16 @@ def put_schema(
     return SchemaWriteResult(
         status=result.status, namespace=record.namespace, name=record.name, version=record.version, sha256=record.sha256
     )
+
+
+@router.get("/{ns}", response_model=SchemaListView, responses=_ERRORS, summary="The schemas of a namespace")
+def list_schemas(ns: str, _: Reader, store: Store) -> SchemaListView:
+    """Every current schema of the namespace (name, version, sha256): what an import plans against, in one
+    request. 404 when the namespace has none."""
+    heads = store.schemas.heads(ns)
+    if not heads:
+        raise NotFound(f"namespace {ns} has no schemas")
+    return SchemaListView(namespace=ns, schemas=[SchemaSummary.of(h) for h in heads])
 
 
 @router.get("/{ns}/{name}", response_model=SchemaView, responses=_ERRORS, summary="The current schema")
