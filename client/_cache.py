@@ -131,6 +131,7 @@ class CacheWriter:
         self._pending = PendingWrites()
         self._cond = threading.Condition()
         self._writing = False
+        self._hurry = False  # flush() asked for the pending documents now, without waiting out the delay
         self._closed = False
         self._thread: threading.Thread | None = None
         self.written = 0  # files written so far (for tests and metrics)
@@ -151,9 +152,10 @@ class CacheWriter:
                 self._cond.wait_for(lambda: self._closed or len(self._pending) > 0)
                 if len(self._pending) == 0:  # closed with nothing left to write
                     return
-                if not self._closed and self.delay > 0:
-                    self._cond.wait_for(lambda: self._closed, timeout=self.delay)
+                if not self._closed and not self._hurry and self.delay > 0:
+                    self._cond.wait_for(lambda: self._closed or self._hurry, timeout=self.delay)
                 batch = self._pending.take()
+                self._hurry = False
                 self._writing = True
             try:
                 self._write(batch)
@@ -173,8 +175,11 @@ class CacheWriter:
                 log.exception("configd_client: could not write the cache for %s", document.ref)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted document is written (or failed); False on timeout."""
+        """Write what is pending now (not after the delay) and wait until it is written or failed; False on timeout."""
         with self._cond:
+            if len(self._pending) > 0:
+                self._hurry = True
+                self._cond.notify_all()
             return self._cond.wait_for(lambda: len(self._pending) == 0 and not self._writing, timeout)
 
     def close(self, timeout: float = 10.0) -> None:

@@ -265,6 +265,10 @@ class ConfigClient:
         except BaseException:
             watcher.unwatch(live.name, live)
             raise
+        if self._cache_writer is not None and not live.stale:
+            # Off the hot path: settings() returns once its first version is in the cache, as a process
+            # started right after this one (Consul gone meanwhile) expects.
+            self._cache_writer.flush(max(0.0, deadline - time.monotonic()))
 
     def _startup_error(
         self, live: LiveSettings[Any], watcher: NamespaceWatcher, unreachable: Exception | None, timeout: float

@@ -414,13 +414,17 @@ def test_cache_writer_writes_the_newest_off_the_calling_thread_and_flushes_on_cl
     assert cached is not None and cached.version == 5
     slow = CacheWriter(cache, delay=60.0)
     slow.submit(doc(6, {"timeout_ms": 6}))
-    slow.close()  # does not wait out the delay, and writes what is pending
+    assert slow.flush(10)  # writes now: does not wait out the delay
     cached = cache.read("payments", "service")
     assert cached is not None and cached.version == 6
-    slow.submit(doc(7, {"timeout_ms": 7}))  # after close: ignored
+    slow.submit(doc(7, {"timeout_ms": 7}))
+    slow.close()  # nor does close(), which writes what is pending
+    cached = cache.read("payments", "service")
+    assert cached is not None and cached.version == 7
+    slow.submit(doc(8, {"timeout_ms": 8}))  # after close: ignored
     assert slow.flush(1)
     cached = cache.read("payments", "service")
-    assert cached is not None and cached.version == 6
+    assert cached is not None and cached.version == 7
     writer.close()
 
 
