@@ -7,7 +7,6 @@ It reports on stdout, one line each: ``READY``, ``EVT <name> <version> <time.tim
 from __future__ import annotations
 
 import argparse
-import base64
 import gzip
 import json
 import os
@@ -113,11 +112,13 @@ def run_configd(args: argparse.Namespace) -> None:
 
 
 def run_raw(args: argparse.Namespace) -> None:
-    import requests
+    """One blocking query on one key through the same Consul client the SDK uses (``ConsulGateway``: py-consul
+    on urllib3), doing nothing after a wake but decode the value (and, with ``--chunks``, read and parse them)."""
+    from configd_client._blocking import next_wait_index
+    from configd_client._consul import ConsulGateway
 
     say("BASE " + json.dumps(stats()))
-    http = requests.Session()
-    url = f"{args.consul}/v1/kv/{args.key}"
+    gateway = ConsulGateway(args.consul, timeout=70)
     ready = threading.Event()
 
     def watch() -> None:
@@ -131,22 +132,22 @@ def run_raw(args: argparse.Namespace) -> None:
                 time.sleep(0.5)
 
     def step(index: int) -> int:
-        params: dict[str, str] = {} if index == 0 else {"index": str(index), "wait": "55s"}
-        answer = http.get(url, params=params, timeout=70)
-        returned = int(answer.headers.get("X-Consul-Index", "0"))
+        if index == 0:
+            returned, entries = gateway.list(args.key)
+        else:
+            returned, entries = gateway.list(args.key, index=index, wait="55s")
         changed = index != 0 and returned != index
-        if returned < index or returned < 1:
-            returned = 0
-        index = returned
+        index = next_wait_index(index, returned)
         if not ready.is_set():
             ready.set()
             return index
-        if not changed or answer.status_code != 200:
+        entry = next((e for e in entries if e.key == args.key), None)
+        if not changed or entry is None:
             return index
-        value = base64.b64decode(answer.json()[0]["Value"] or "").decode()
+        value = entry.value.decode()
         if args.chunks:
-            chunks = http.get(f"{args.consul}/v1/kv/{args.chunks}", params={"recurse": "1"}, timeout=70).json()
-            blob = b"".join(base64.b64decode(c["Value"]) for c in sorted(chunks, key=lambda c: c["Key"]))
+            _, chunks = gateway.list(args.chunks)
+            blob = b"".join(c.value for c in sorted(chunks, key=lambda c: c.key))
             json.loads(gzip.decompress(blob))
         say(f"EVT {args.key} {value} {time.time():.6f}")
         return index

@@ -130,8 +130,8 @@ class BenchEnv:
             server.stop()
         self.agent.cleanup()
 
-    def start_server(self, prefix: str | None = None) -> Server:
-        """A configd server on a free port under its own key prefix, polled until it answers."""
+    def start_server(self, prefix: str | None = None, workers: int = 1) -> Server:
+        """A configd server (``workers`` processes) on a free port under its own key prefix, polled until it answers."""
         tokens_file = self.workdir / "tokens.json"
         tokens = {"tokens": [{"name": "bench", "token": ADMIN_TOKEN, "role": "admin", "namespaces": ["*"]}]}
         tokens_file.write_text(json.dumps(tokens))
@@ -141,6 +141,7 @@ class BenchEnv:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "CONFIGD_"))}
         cmd = [sys.executable, "-m", "configd", "serve", "--consul", self.consul_addr, "--host", "127.0.0.1"]
         cmd += ["--port", str(port), "--prefix", prefix, "--tokens-file", str(tokens_file), "--log-level", "warning"]
+        cmd += ["--workers", str(workers)]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         server = Server(f"http://127.0.0.1:{port}", prefix, process, log_path)

@@ -12,8 +12,7 @@ import random
 import time
 from typing import Any
 
-import requests
-
+from configd_client._consul import ConsulGateway
 from configd_client._records import canonical_json, encode_data
 
 from ._children import Children
@@ -43,11 +42,11 @@ def run(env: BenchEnv, size_mb: float, pushes: int) -> dict[str, Any]:
     size = int(size_mb * 1024 * 1024)
     namespace, name = "large", "catalog"
     raw_prefix = f"bench-raw/large-{int(time.time())}"
-    raw_http = requests.Session()
+    raw = ConsulGateway(env.consul_addr)
     with server.client() as http:
         ok(http.put(f"/api/v1/schemas/{namespace}/{name}", json=LOOSE_SCHEMA))
         ok(http.put(f"/api/v1/configs/{namespace}/{name}", json={"data": catalog(size, 0)}))
-        raw_http.put(f"{env.consul_addr}/v1/kv/{raw_prefix}/marker", data=b"0").raise_for_status()
+        raw.put(f"{raw_prefix}/marker", b"0")
         children = Children(env)
         children.spawn(
             "configd",
@@ -97,8 +96,8 @@ def run(env: BenchEnv, size_mb: float, pushes: int) -> dict[str, Any]:
             time.sleep(0.2)
             t0 = time.time()
             for i, chunk in enumerate(chunks):
-                raw_http.put(f"{env.consul_addr}/v1/kv/{raw_prefix}/chunks/{i:06d}", data=chunk).raise_for_status()
-            raw_http.put(f"{env.consul_addr}/v1/kv/{raw_prefix}/marker", data=str(seq).encode()).raise_for_status()
+                raw.put(f"{raw_prefix}/chunks/{i:06d}", chunk)
+            raw.put(f"{raw_prefix}/marker", str(seq).encode())
             raw_s += [e.at - t0 for e in children.collect(f"{raw_prefix}/marker", str(seq), 1, timeout=120)]
             time.sleep(0.2)
         children.close()

@@ -2,6 +2,8 @@
 
 configd: each child runs a ConfigClient watching 10 configs of one namespace (a 20-field model); the parent
 PUTs one of them through the HTTP API. Raw: each child holds one blocking GET on one key; the parent PUTs it.
+Raw sides (the PUT and the watchers) use configd's own Consul client (``ConsulGateway``), so the ratio is
+exactly what configd adds.
 Pushes alternate configd / raw so both see the same machine load. Latency = child's time.time() when the
 callback returned − parent's time.time() just before the HTTP call (one machine, one clock).
 """
@@ -13,7 +15,7 @@ import json
 import time
 from typing import Any
 
-import requests
+from configd_client._consul import ConsulGateway
 
 from ._children import Children
 from ._env import BenchEnv, config_data, ok, setup_configs
@@ -28,8 +30,8 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> di
     names = [f"svc-{i:02d}" for i in range(CONFIGS_PER_CLIENT)]
     setup_configs(server, namespace, names)
     raw_key = f"bench-raw/propagation/{int(time.time() * 1000)}"
-    raw_http = requests.Session()
-    raw_http.put(f"{env.consul_addr}/v1/kv/{raw_key}", data=b"0").raise_for_status()
+    raw = ConsulGateway(env.consul_addr)  # the Consul client configd itself uses: py-consul on urllib3
+    raw.put(raw_key, b"0")
     results: list[dict[str, Any]] = []
     versions = dict.fromkeys(names, 1)
     raw_seq = 0
@@ -68,7 +70,7 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> di
                 time.sleep(pause)
                 raw_seq += 1
                 t0 = time.time()
-                raw_http.put(f"{env.consul_addr}/v1/kv/{raw_key}", data=str(raw_seq).encode()).raise_for_status()
+                raw.put(raw_key, str(raw_seq).encode())
                 raw_s += [e.at - t0 for e in children.collect(raw_key, str(raw_seq), n)]
                 time.sleep(pause)
             children.close()
@@ -85,6 +87,7 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> di
             row["target_met"] = row["p99_ratio"] <= 1.5
             print(f"  N={n}: configd {configd_sum} | raw {raw_sum} | p99 ratio {row['p99_ratio']}", flush=True)
             results.append(row)
+    raw.close()
     server.stop()
     return {"configs_per_client": CONFIGS_PER_CLIENT, "rows": results}
 

@@ -3,26 +3,34 @@ Consul transactions/s with the same operations.
 
 configd: each worker pushes its own config (20 fields, schema with types and bounds), every push a new version.
 Raw "txn": each worker sends the transaction a push commits — 4 KV ops (check-index on the schema head,
-create the version key, set the head, set an audit entry) with the byte sizes of configd's real records.
-Raw "read+txn": the same plus the two reads a push must make first (head and schema head).
+create the version key, set the head, set an audit entry) with the byte sizes of configd's real records —
+through configd's own Consul client (``ConsulGateway``: py-consul on urllib3), so the ratio is what configd adds.
+Also measured, interleaved: raw "read+txn" (plus the two reads a push makes when it does not know the heads),
+raw through py-consul as shipped (requests), and the floor: a FastAPI app on configd's server stack whose sync
+endpoint only commits the same transaction (``bench._floor_app``) — the fastest any push on this stack can be.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import consul
 import httpx
+import requests.adapters
 
+from configd.devagent import free_ports
 from configd_client._consul import ConsulGateway, op_cas, op_check_index, op_set
 from configd_client._layout import KeyLayout
 
-from ._env import ADMIN_TOKEN, BenchEnv, Server, config_data, ok, setup_configs
+from ._env import ADMIN_TOKEN, ROOT, BenchEnv, Server, config_data, ok, setup_configs
 from ._stats import ratio
 
 
@@ -71,28 +79,49 @@ def _record_sizes(env: BenchEnv, server: Server, namespace: str, name: str) -> d
     return {"head": len(head.value), "version": len(version.value), "audit": max(len(a.value) for a in audit)}
 
 
-def run(env: BenchEnv, concurrencies: list[int], seconds: float) -> dict[str, Any]:
-    server = env.start_server()
+def _start_floor(env: BenchEnv, workers: int, sizes: dict[str, int]) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_ports(1)[0]
+    cmd = [sys.executable, "-m", "bench._floor_app", env.consul_addr, str(port), "bench-raw/floor", str(workers)]
+    cmd += [str(sizes["version"]), str(sizes["head"]), str(sizes["audit"])]
+    process = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
+    env.children.append(process)
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.put(f"{base_url}/noop", timeout=2)
+            return base_url, process
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the floor app did not start") from None
+            time.sleep(0.05)
+
+
+def run(env: BenchEnv, concurrencies: list[int], seconds: float, workers: int = 1) -> dict[str, Any]:
+    server = env.start_server(workers=workers)
     namespace = "throughput"
     names = [f"svc-{i:02d}" for i in range(max(concurrencies))]
     setup_configs(server, namespace, names)
     with server.client() as http:
         ok(http.put(f"/api/v1/configs/{namespace}/{names[0]}", json={"data": config_data(1)}))
     sizes = _record_sizes(env, server, namespace, names[0])
+    floor_url, floor = _start_floor(env, workers, sizes)
     seq = {"n": 10}
     lock = threading.Lock()
     rows = []
     gateway = ConsulGateway(env.consul_addr, pool_size=max(concurrencies) + 2)
+    host, port = env.consul_addr.rsplit("//", 1)[-1].rsplit(":", 1)
+    stock = consul.Consul(host=host, port=int(port))  # py-consul as shipped (requests), for comparison only
+    stock.http.session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=max(concurrencies) + 2))
     gateway.put("bench-raw/throughput/schema", b"{}")
     schema_index = gateway.get("bench-raw/throughput/schema")
     assert schema_index is not None
-    for workers in concurrencies:
+    for concurrency in concurrencies:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         pool = httpx.Client(
-            base_url=server.base_url,
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-            limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
-            timeout=60,
+            base_url=server.base_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, limits=limits, timeout=60
         )
+        floor_pool = httpx.Client(base_url=floor_url, limits=limits, timeout=60)
 
         def configd_push(worker: int, pool: httpx.Client = pool) -> Callable[[int], None]:
             name = names[worker]
@@ -106,58 +135,79 @@ def run(env: BenchEnv, concurrencies: list[int], seconds: float) -> dict[str, An
 
             return step
 
-        def raw_txn(worker: int, reads: bool = False) -> Callable[[int], None]:
+        def floor_push(worker: int, pool: httpx.Client = floor_pool) -> Callable[[int], None]:
+            def step(i: int) -> None:
+                assert ok(pool.put(f"/txn/{worker}"))["status"] == "created"
+
+            return step
+
+        def raw_txn(worker: int, reads: bool = False, client: Any = None) -> Callable[[int], None]:
             base = f"bench-raw/throughput/{worker}/{uuid.uuid4().hex[:8]}"
 
             def step(i: int) -> None:
                 if reads:
                     gateway.get(f"{base}/head")
                     gateway.get("bench-raw/throughput/schema")
-                gateway.txn(
-                    [
-                        op_check_index("bench-raw/throughput/schema", schema_index.modify_index),
-                        op_cas(f"{base}/versions/{i}", b"v" * sizes["version"], 0),
-                        op_set(f"{base}/head", b"h" * sizes["head"]),
-                        op_set(f"{base}/audit/{i}", b"a" * sizes["audit"]),
-                    ]
-                )
+                ops = [
+                    op_check_index("bench-raw/throughput/schema", schema_index.modify_index),
+                    op_cas(f"{base}/versions/{i}", b"v" * sizes["version"], 0),
+                    op_set(f"{base}/head", b"h" * sizes["head"]),
+                    op_set(f"{base}/audit/{i}", b"a" * sizes["audit"]),
+                ]
+                if client is None:
+                    gateway.txn(ops)
+                else:
+                    client.txn.put(ops)
 
             return step
 
-        # Interleave short slices so both see the same machine load.
-        configd_rates, raw_rates, rawr_rates = [], [], []
+        # Interleave short slices so every variant sees the same machine load.
+        variants: dict[str, Callable[[int], Callable[[int], None]]] = {
+            "configd": configd_push,
+            "raw": raw_txn,
+            "raw_read": lambda w: raw_txn(w, reads=True),
+            "raw_stock": lambda w: raw_txn(w, client=stock),
+            "floor": floor_push,
+        }
+        rates: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(2):
-            configd_rates.append(_rate(workers, seconds / 2, configd_push))
-            raw_rates.append(_rate(workers, seconds / 2, raw_txn))
-            rawr_rates.append(_rate(workers, seconds / 2, lambda w: raw_txn(w, reads=True)))
+            for kind, make in variants.items():
+                rates[kind].append(_rate(concurrency, seconds / 2, make))
         pool.close()
-        configd_rate = round(sum(configd_rates) / 2, 1)
-        raw_rate = round(sum(raw_rates) / 2, 1)
-        rawr_rate = round(sum(rawr_rates) / 2, 1)
+        floor_pool.close()
+        mean = {k: round(sum(v) / len(v), 1) for k, v in rates.items()}
         row = {
-            "concurrency": workers,
-            "configd_pushes_per_s": configd_rate,
-            "raw_txn_per_s": raw_rate,
-            "raw_read_txn_per_s": rawr_rate,
-            "ratio": ratio(configd_rate, raw_rate),
-            "ratio_vs_read_txn": ratio(configd_rate, rawr_rate),
+            "concurrency": concurrency,
+            "configd_pushes_per_s": mean["configd"],
+            "raw_txn_per_s": mean["raw"],
+            "raw_read_txn_per_s": mean["raw_read"],
+            "raw_stock_txn_per_s": mean["raw_stock"],
+            "floor_per_s": mean["floor"],
+            "ratio": ratio(mean["configd"], mean["raw"]),
+            "ratio_vs_read_txn": ratio(mean["configd"], mean["raw_read"]),
+            "ratio_vs_stock": ratio(mean["configd"], mean["raw_stock"]),
+            "floor_ratio": ratio(mean["floor"], mean["raw"]),
             "target_ratio": 0.5,
         }
         row["target_met"] = row["ratio"] >= 0.5
-        print(f"  concurrency {workers}: {row}", flush=True)
+        print(f"  concurrency {concurrency}: {row}", flush=True)
         rows.append(row)
     gateway.close()
+    floor.terminate()
+    floor.wait(timeout=15)
     server.stop()
-    return {"record_bytes": sizes, "ops_per_txn": 4, "seconds_each": seconds, "rows": rows}
+    return {"record_bytes": sizes, "ops_per_txn": 4, "seconds_each": seconds, "server_workers": workers, "rows": rows}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--workers", type=int, default=1, help="configd server processes")
     args = parser.parse_args()
     with BenchEnv() as env:
-        print(json.dumps(run(env, [int(c) for c in args.concurrency.split(",")], args.seconds), indent=2))
+        rows = run(env, [int(c) for c in args.concurrency.split(",")], args.seconds, args.workers)
+        print(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

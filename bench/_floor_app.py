@@ -1,0 +1,74 @@
+"""The floor of a push: a FastAPI app on the same server stack as configd (uvicorn, httptools, uvloop) whose
+endpoints do nothing (``/noop``) or only commit the push's 4-op transaction through ``ConsulGateway`` (``/txn``,
+a sync endpoint like configd's push). No auth, no body, no validation, no records: no server built on this
+stack can push faster, so its rate over raw bounds what the throughput ratio can reach.
+
+``python -m bench._floor_app CONSUL_ADDR PORT PREFIX WORKERS VERSION_BYTES HEAD_BYTES AUDIT_BYTES`` (started by
+``bench.throughput``, with as many worker processes as the configd server it is compared with).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from configd_client._consul import ConsulGateway, op_cas, op_check_index, op_set
+
+
+def create(consul_addr: str, prefix: str, sizes: dict[str, int]) -> FastAPI:
+    gateway = ConsulGateway(consul_addr, pool_size=64)
+    schema_key = f"{prefix}/schema"
+    gateway.put(schema_key, b"{}")
+    schema = gateway.get(schema_key)
+    assert schema is not None
+    counter = itertools.count()
+    prefix = f"{prefix}/{os.getpid()}"  # worker processes never write the same keys
+    app = FastAPI()
+
+    @app.put("/noop")
+    async def noop() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.put("/txn/{worker}")
+    def txn(worker: int) -> dict[str, Any]:
+        i = next(counter)
+        gateway.txn(
+            [
+                op_check_index(schema_key, schema.modify_index),
+                op_cas(f"{prefix}/{worker}/versions/{i}", b"v" * sizes["version"], 0),
+                op_set(f"{prefix}/{worker}/head", b"h" * sizes["head"]),
+                op_set(f"{prefix}/{worker}/audit/{i}", b"a" * sizes["audit"]),
+            ]
+        )
+        return {"status": "created"}
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    spec = json.loads(os.environ["CONFIGD_BENCH_FLOOR"])
+    return create(spec["consul"], spec["prefix"], spec["sizes"])
+
+
+def main() -> None:
+    consul_addr, port, prefix, workers, version, head, audit = sys.argv[1:8]
+    sizes = {"version": int(version), "head": int(head), "audit": int(audit)}
+    os.environ["CONFIGD_BENCH_FLOOR"] = json.dumps({"consul": consul_addr, "prefix": prefix, "sizes": sizes})
+    uvicorn.run(
+        "bench._floor_app:app_from_environment",
+        factory=True,
+        host="127.0.0.1",
+        port=int(port),
+        workers=int(workers),
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()
