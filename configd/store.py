@@ -34,6 +34,7 @@ from configd_client._exceptions import (
     ConfigdError,
     ConfigTooLarge,
     ErrorDetail,
+    InvalidConfig,
     InvalidName,
     NotFound,
     SchemaIncompatible,
@@ -561,6 +562,7 @@ def _check_items(items: list[ImportItem]) -> tuple[list[_Group], list[ItemProble
     groups: dict[tuple[str, str], _Group] = {}
     broken: set[tuple[str, str]] = set()
     seen: dict[tuple[str, str, str], int] = {}
+    sound_schemas: set[bytes] = set()
     for index, item in enumerate(items):
         try:
             validate_name(item.namespace, "namespace")
@@ -584,7 +586,7 @@ def _check_items(items: list[ImportItem]) -> tuple[list[_Group], list[ItemProble
             continue
         try:
             if item.kind == "schema":
-                canonical = checked_schema(item.namespace, item.name, item.document)
+                canonical = _checked_schema_once(item, sound_schemas)
             else:
                 canonical = checked_config(item.document)
         except ConfigdError as exc:
@@ -598,6 +600,21 @@ def _check_items(items: list[ImportItem]) -> tuple[list[_Group], list[ItemProble
         else:
             group.config = checked
     return [g for ref, g in groups.items() if ref not in broken], problems
+
+
+def _checked_schema_once(item: ImportItem, sound: set[bytes]) -> bytes:
+    """:func:`checked_schema`, once per distinct schema of an import (imports often bring one schema many times,
+    and the verdict depends on the content alone); ``sound`` holds the canonical bytes of those that passed."""
+    if isinstance(item.document, dict):
+        try:
+            canonical = canonical_json(item.document)
+        except (InvalidConfig, RecursionError):  # checked_schema says why, depth first
+            canonical = b""
+        if canonical in sound:
+            return canonical
+    canonical = checked_schema(item.namespace, item.name, item.document)
+    sound.add(canonical)
+    return canonical
 
 
 @dataclass(frozen=True)
@@ -1283,27 +1300,29 @@ class ConfigStore:
         groups, problems = _check_items(items)
         current = self._import_heads([(g.namespace, g.name) for g in groups])
         validators = self._import_validators(groups, current)
-        plans: list[_GroupPlan] = []
+        unchanged: list[ImportOutcome] = []
+        writes: list[tuple[_GroupPlan, list[TxnOp], int]] = []
         for group in groups:
             heads = current[(group.namespace, group.name)]
             live_data = self._live_data(heads.head) if self._needs_live_data(group, heads) else None
             plan = _plan_group(group, heads, validators, live_data, actor=actor, message=message)
-            if (
-                plan.schema is not None
-                and plan.config is not None
-                and _json_size(plan.ops(self.layout, self.audit)) > CONSUL_TXN_MAX_BYTES
-            ):
+            ops = plan.ops(self.layout, self.audit)
+            size = _json_size(ops)
+            if size > CONSUL_TXN_MAX_BYTES and plan.schema is not None and plan.config is not None:
                 # Too large for one transaction with its schema: the data moves to blob chunks (written first),
                 # so the pair still commits atomically.
                 plan = _plan_group(
                     group, heads, validators, live_data, actor=actor, message=message, record_overhead=MAX_RECORD_BYTES
                 )
-            plans.append(plan)
+                ops = plan.ops(self.layout, self.audit)
+                size = _json_size(ops)
             problems.extend(plan.problems)
+            unchanged.extend(plan.unchanged)
+            if ops:
+                writes.append((plan, ops, size))
         if problems:
             raise import_rejection(sorted(problems, key=lambda p: p.index), len(items))
-        outcomes = [o for plan in plans for o in plan.unchanged]
-        outcomes += self._commit_import([p for p in plans if p.schema is not None or p.config is not None])
+        outcomes = unchanged + self._commit_import(writes)
         for group in groups:
             self._known.forget(group.namespace, group.name)
         return sorted(outcomes, key=lambda o: o.index)
@@ -1387,22 +1406,22 @@ class ConfigStore:
         inline = head.inline_data()
         return inline if inline is not None else self.data(self.version(head.namespace, head.name, head.version))
 
-    def _commit_import(self, plans: list[_GroupPlan]) -> list[ImportOutcome]:
+    def _commit_import(self, writes: list[tuple[_GroupPlan, list[TxnOp], int]]) -> list[ImportOutcome]:
         """Commit the planned writes in packed transactions; the outcome of every item they write.
 
         A transaction that loses a CAS race is retried config by config, so the race costs only the configs
         another writer touched. Consul failing part-way marks the rest ``failed`` (each transaction is atomic,
         so what landed is whole); failing before anything landed is raised, as for a single write.
+        ``writes`` holds each config's plan, its operations and their size in JSON.
         """
-        ops = [plan.ops(self.layout, self.audit) for plan in plans]
-        for plan in plans:
+        for plan, _, _ in writes:
             if plan.config is not None:
                 for key, chunk in plan.config.chunk_puts(self.layout):
                     self.gateway.put(key, chunk)
         outcomes: list[ImportOutcome] = []
         failure: ConfigdError | None = None
-        for batch in pack_transactions([(len(o), _json_size(o)) for o in ops]):
-            members = [(plans[i], ops[i]) for i in batch]
+        for batch in pack_transactions([(len(ops), size) for _, ops, size in writes]):
+            members = [writes[i][:2] for i in batch]
             if len(members) == 1:
                 found, failure = self._commit_group(*members[0], failure)
                 outcomes += found

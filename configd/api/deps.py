@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar
@@ -34,9 +35,6 @@ from ..store import ConfigStore
 MAX_REQUEST_BYTES = MAX_CONFIG_BYTES + 1024 * 1024
 # Envelope levels a body adds around the document (``{"data": …}``), on top of the document's own limit.
 _ENVELOPE_DEPTH = 2
-# An import carries its documents in ``{"items": [{"document": …}]}``: two levels more than a push (one more in
-# the envelope, and the same one level of slack, so that a document just too deep gets its item's own error).
-IMPORT_ENVELOPE_DEPTH = 4
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -141,10 +139,11 @@ async def read_json(request: Request) -> Any:
     return await read_json_body(request, _ENVELOPE_DEPTH)
 
 
-async def read_json_body(request: Request, envelope_depth: int) -> Any:
+async def read_json_body(request: Request, envelope_depth: int | None) -> Any:
     """The request body as JSON: declared as JSON (415), at most MAX_REQUEST_BYTES (413), UTF-8 (400), parseable,
     finite and not too deep (422). Too-large bodies are refused from Content-Length, or as soon as the stream
-    passes the limit, never buffered whole."""
+    passes the limit, never buffered whole. ``envelope_depth`` None leaves depth to the caller, which checks each
+    document it carries (an import: every item's own error, and one walk of the body instead of two)."""
     content_type = request.headers.get("content-type")
     if content_type is not None and not _is_json(content_type):
         raise UnsupportedMediaType(f"the body must be JSON (Content-Type: application/json), not {content_type!r}")
@@ -181,7 +180,10 @@ async def read_json_body(request: Request, envelope_depth: int) -> Any:
         ) from exc
     except ValueError as exc:  # anything else the decoder refuses, never a 500
         raise InvalidConfig(f"the request body is not valid JSON: {exc}") from exc
-    if json_depth(value, MAX_JSON_DEPTH + envelope_depth) > MAX_JSON_DEPTH + envelope_depth:
+    if (
+        envelope_depth is not None
+        and json_depth(value, MAX_JSON_DEPTH + envelope_depth) > MAX_JSON_DEPTH + envelope_depth
+    ):
         raise InvalidConfig(f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
@@ -215,11 +217,10 @@ def _bounded_int(text: str) -> int:
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """Duplicate keys are refused (422), not resolved last-wins: RFC 8259 leaves their meaning undefined, and a
     config whose reader and writer disagree about a key is worse than a refused push."""
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise InvalidConfig(f"the request body repeats the key {key!r} in one object; keys must be unique")
-        found[key] = value
+    found = dict(pairs)  # built in C; only a body that has a duplicate pays for finding which key it is
+    if len(found) != len(pairs):
+        key = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+        raise InvalidConfig(f"the request body repeats the key {key!r} in one object; keys must be unique")
     return found
 
 
@@ -238,7 +239,7 @@ def parse_model(model: type[M], value: Any) -> M:
         raise ValidationFailed("the request body does not have the expected shape", body_errors(exc)) from exc
 
 
-def json_body(model: type[M], *, envelope_depth: int = _ENVELOPE_DEPTH) -> Callable[[Request], Awaitable[M]]:
+def json_body(model: type[M], *, envelope_depth: int | None = _ENVELOPE_DEPTH) -> Callable[[Request], Awaitable[M]]:
     """A dependency that reads the body as JSON and validates it as ``model``."""
 
     async def dependency(request: Request) -> M:

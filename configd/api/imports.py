@@ -18,7 +18,7 @@ from configd_client._layout import validate_name
 from ..auth import Principal, Role
 from ..errors import Forbidden
 from ..store import ImportItem, ImportKind, ImportRejected, ItemProblem, import_rejection
-from .deps import IMPORT_ENVELOPE_DEPTH, Authorize, State, WriteAttempt, body_openapi, json_body
+from .deps import Authorize, State, WriteAttempt, body_openapi, json_body
 from .models import ErrorBody, ImportBody, ImportItemResult, ImportView
 
 router = APIRouter(prefix="/api/v1", tags=["import"])
@@ -29,7 +29,8 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 # An import needs at least the editor role; each item then needs what its single-item endpoint needs.
 Importer = Annotated[Principal, Depends(Authorize("editor", action="import"))]
-ImportDoc = Annotated[ImportBody, Depends(json_body(ImportBody, envelope_depth=IMPORT_ENVELOPE_DEPTH))]
+# Each document's depth is checked by the store, item by item (one walk, and an error with the item's path).
+ImportDoc = Annotated[ImportBody, Depends(json_body(ImportBody, envelope_depth=None))]
 ROLE_BY_KIND: dict[ImportKind, Role] = {"schema": "admin", "config": "editor"}
 ACTION_BY_KIND: dict[ImportKind, str] = {"schema": "schema.register", "config": "push"}
 
