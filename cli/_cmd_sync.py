@@ -1,24 +1,25 @@
 """Directory sync: ``export DIR [NS]``, ``import DIR [--dry-run]`` and ``watch DIR``.
 
-Imports and exports run on a bounded thread pool sharing one keep-alive HTTP connection pool, so a thousand
-files cost a thousand short requests over a handful of connections, not a thousand TCP handshakes.
+Exports run on a bounded thread pool sharing one keep-alive HTTP connection pool. An import plans from two
+listings per namespace (config heads and schema heads, compared by content hash) and downloads only what it must
+diff; it applies through ``POST /api/v1/import``, whole configs per request, a few requests at a time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from configd_client._exceptions import ConfigdError, InvalidConfig, NotFound, ValidationFailed
+from configd_client._exceptions import ConfigdError, InvalidConfig, NotFound, ValidationFailed, VersionConflict
 
-from ._errors import ExitCode, UsageError, error_document, error_line, exit_code_for, worst
-from ._http import ConfigdAPI
-from ._offline import check_schema, validate_offline
+from ._errors import ExitCode, ServerUnavailable, UsageError, error_document, error_line, exit_code_for, worst
+from ._http import ConfigdAPI, item_failures
+from ._offline import check_schema
 from ._session import JsonOpt, Session, read_document, session
 from ._tree import (
     Kind,
@@ -28,6 +29,7 @@ from ._tree import (
     TreeFile,
     classify,
     exportable,
+    import_requests,
     needs_document,
     plan_item,
     render_file,
@@ -41,20 +43,33 @@ sync_app = typer.Typer()
 T = TypeVar("T")
 WorkersOpt = Annotated[int, typer.Option("--workers", "-w", min=1, max=64, help="Parallel requests.")]
 MAX_PLAN_LINES = 50
+# An import request carries at most this many items and about this many bytes of documents (the server accepts
+# 1,000 items and 9 MiB); at most IMPORT_PARALLEL requests run at once (fewer with --workers), each committing its
+# configs in packed Consul transactions. A refusal that names items is retried without them IMPORT_ROUNDS times.
+IMPORT_REQUEST_ITEMS = 500
+IMPORT_REQUEST_BYTES = 4 * 1024 * 1024
+IMPORT_PARALLEL = 4
+IMPORT_ROUNDS = 3
 
 
-def _parallel(state: Session, label: str, jobs: list[Callable[[], T]], workers: int) -> list[T | ConfigdError]:
-    """Run ``jobs`` on a bounded pool with a progress bar; each result or its configd failure, in job order."""
+def _parallel(
+    state: Session, label: str, jobs: list[Callable[[], T]], workers: int, weights: list[int] | None = None
+) -> list[T | ConfigdError]:
+    """Run ``jobs`` on a bounded pool with a progress bar (advanced by each job's weight, default 1); each result
+    or its configd failure, in job order."""
     results: list[T | ConfigdError] = [ConfigdError("not run")] * len(jobs)
+    if not jobs:
+        return results
+    weight = weights or [1] * len(jobs)
     with state.output.progress() as progress, ThreadPoolExecutor(max_workers=workers) as pool:
-        task = progress.add_task(label, total=len(jobs))
+        task = progress.add_task(label, total=sum(weight))
         futures = {pool.submit(job): index for index, job in enumerate(jobs)}
         for future in as_completed(futures):
             try:
                 results[futures[future]] = future.result()
             except ConfigdError as exc:
                 results[futures[future]] = exc
-            progress.advance(task)
+            progress.advance(task, weight[futures[future]])
     return results
 
 
@@ -163,49 +178,68 @@ def _read_tree(root: Path) -> list[_Local]:
     return locals_
 
 
-def _remote_schema(api: ConfigdAPI, namespace: str, name: str) -> RemoteDocument | None:
+@dataclass(frozen=True)
+class _Remote:
+    """The server's heads in one namespace, by name: what a plan compares the tree with."""
+
+    configs: dict[str, RemoteDocument]
+    schemas: dict[str, RemoteDocument]
+
+    def head(self, file: TreeFile) -> RemoteDocument | None:
+        return (self.schemas if file.kind == "schema" else self.configs).get(file.name)
+
+
+def _listed(records: list[dict[str, Any]]) -> dict[str, RemoteDocument]:
+    return {r["name"]: RemoteDocument(int(r["version"]), str(r["sha256"])) for r in records}
+
+
+def _remote_namespace(api: ConfigdAPI, namespace: str) -> _Remote:
+    """Two requests, whatever the namespace's size: its config heads and its schema heads."""
     try:
-        record = api.schema(namespace, name)
+        configs = _listed(api.configs(namespace))
     except NotFound:
-        return None
-    return RemoteDocument(int(record["version"]), str(record["sha256"]), record.get("schema"))
-
-
-def _remote_config_heads(api: ConfigdAPI, namespace: str) -> dict[str, RemoteDocument]:
+        configs = {}
     try:
-        configs = api.configs(namespace)
+        schemas = _listed(api.schemas(namespace))
     except NotFound:
-        return {}
-    return {c["name"]: RemoteDocument(int(c["version"]), str(c["sha256"])) for c in configs}
+        schemas = {}
+    return _Remote(configs, schemas)
 
 
-def _plan_config(api: ConfigdAPI, local: _Local, head: RemoteDocument | None) -> PlanItem:
-    ns, name = local.file.namespace, local.file.name
-    if head is not None and needs_document(local.document, head):
-        head = RemoteDocument(head.version, head.sha256, api.config(ns, name, head.version).get("data"))
-    return plan_item("config", ns, name, local.document, head)
+def _with_document(api: ConfigdAPI, file: TreeFile, head: RemoteDocument) -> RemoteDocument:
+    """The head with its document: downloaded only to diff a real change."""
+    if file.kind == "schema":
+        document = api.schema(file.namespace, file.name, head.version).get("schema")
+    else:
+        document = api.config(file.namespace, file.name, head.version).get("data")
+    return RemoteDocument(head.version, head.sha256, document)
 
 
-def _plan_schema(api: ConfigdAPI, local: _Local) -> PlanItem:
-    ns, name = local.file.namespace, local.file.name
-    return plan_item("schema", ns, name, local.document, _remote_schema(api, ns, name))
+def _succeeded(results: list[T | ConfigdError]) -> list[T]:
+    """The results of jobs that must all succeed (planning): the first failure stops the import."""
+    for result in results:
+        if isinstance(result, ConfigdError):
+            raise result
+    return [r for r in results if not isinstance(r, ConfigdError)]
 
 
 def build_plan(state: Session, api: ConfigdAPI, files: list[_Local], workers: int) -> Plan:
-    heads: dict[str, dict[str, RemoteDocument]] = {}
-    for ns in sorted({f.file.namespace for f in files}):
-        heads[ns] = _remote_config_heads(api, ns)
-    jobs: list[Callable[[], PlanItem]] = [
-        _bind(_plan_schema, api, f)
-        if f.file.kind == "schema"
-        else _bind(_plan_config, api, f, heads[f.file.namespace].get(f.file.name))
-        for f in files
-    ]
-    results = _parallel(state, "plan", jobs, workers)
-    failures = [r for r in results if isinstance(r, ConfigdError)]
-    if failures:
-        raise failures[0]
-    return Plan([r for r in results if isinstance(r, PlanItem)])
+    """Compare the tree with the server by content hash, from two listings per namespace; only the remote documents
+    that differ are downloaded, to be diffed."""
+    spaces = sorted({f.file.namespace for f in files})
+    listings = _succeeded(_parallel(state, "plan", [_bind(_remote_namespace, api, ns) for ns in spaces], workers))
+    remotes = dict(zip(spaces, listings, strict=True))
+    heads = [remotes[f.file.namespace].head(f.file) for f in files]
+    changed = [i for i, (f, head) in enumerate(zip(files, heads, strict=True)) if needs_document(f.document, head)]
+    jobs = [_bind(_with_document, api, files[i].file, heads[i]) for i in changed]
+    for i, head in zip(changed, _succeeded(_parallel(state, "diff", jobs, workers)), strict=True):
+        heads[i] = head
+    return Plan(
+        [
+            plan_item(f.file.kind, f.file.namespace, f.file.name, f.document, head)
+            for f, head in zip(files, heads, strict=True)
+        ]
+    )
 
 
 def _show_plan(state: Session, plan: Plan) -> None:
@@ -241,37 +275,53 @@ class _Applied:
     forced: bool = False
 
 
-def _apply_batch(api: ConfigdAPI, batch: list[PlanItem], message: str) -> list[_Applied | ConfigdError]:
-    """One config's schema then data; a failed schema skips the data (it would be checked against the old one)."""
-    results: list[_Applied | ConfigdError] = []
-    config = next((i for i in batch if i.kind == "config"), None)
-    for item in batch:
+@dataclass
+class _Outcome:
+    """What one import request did: items applied, failures (one per item), items skipped with their partner."""
+
+    applied: list[_Applied] = field(default_factory=list)
+    failures: list[ConfigdError] = field(default_factory=list)
+    skipped: list[PlanItem] = field(default_factory=list)
+
+
+def _apply_request(api: ConfigdAPI, batches: list[list[PlanItem]], message: str) -> _Outcome:
+    """One ``POST /import`` of whole configs. A refusal writes nothing; when it names items, their configs are
+    dropped (a schema and its config go together) and the rest is sent again, at most IMPORT_ROUNDS times."""
+    outcome = _Outcome()
+    pending = batches
+    for round_ in range(1, IMPORT_ROUNDS + 1):
+        items = [item for batch in pending for item in batch]
         try:
-            if item.kind == "schema":
-                results.append(_apply_schema(api, item, config, message))
-            else:
-                expected = item.remote_version if item.remote_version is not None else 0
-                result = api.push(item.namespace, item.name, item.local, message=message, expected_version=expected)
-                results.append(_Applied(item, str(result.get("status")), result.get("version")))
+            results = api.import_items([item.as_import() for item in items], message=message)
         except ConfigdError as exc:
-            results.append(exc)
-            if item.kind == "schema":
-                break
-    return results
-
-
-def _apply_schema(api: ConfigdAPI, item: PlanItem, config: PlanItem | None, message: str) -> _Applied:
-    try:
-        result = api.put_schema(item.namespace, item.name, item.local, message=message)
-        return _Applied(item, str(result.get("status")), result.get("version"))
-    except ValidationFailed:
-        # The schema itself passed the meta-schema locally, so a 422 here means the server's CURRENT config
-        # fails it. When the tree also brings a new config that the new schema accepts, the tree as a whole
-        # is consistent: register with force, and the config push right after makes the head valid again.
-        if config is None or validate_offline(item.local, config.local, item.ref):
-            raise
-        result = api.put_schema(item.namespace, item.name, item.local, message=message, force=True)
-        return _Applied(item, str(result.get("status")), result.get("version"), forced=True)
+            named = item_failures(exc, [item.label for item in items])
+            if not named or round_ == IMPORT_ROUNDS:
+                outcome.failures += [named.get(i, exc) for i in range(len(items))]
+                return outcome
+            outcome.failures += named.values()
+            kept: list[list[PlanItem]] = []
+            start = 0
+            for batch in pending:
+                indexes = range(start, start + len(batch))
+                start += len(batch)
+                if any(i in named for i in indexes):
+                    outcome.skipped += [items[i] for i in indexes if i not in named]
+                else:
+                    kept.append(batch)
+            pending = kept
+            if not pending:
+                return outcome
+            continue
+        for item, result in zip(items, results, strict=True):
+            status, detail = str(result.get("status")), f"{item.label}: {result.get('detail', '')}"
+            if status in ("created", "unchanged"):
+                outcome.applied.append(_Applied(item, status, result.get("version"), bool(result.get("forced"))))
+            elif status == "conflict":
+                outcome.failures.append(VersionConflict(detail))
+            else:
+                outcome.failures.append(ServerUnavailable(detail))
+        return outcome
+    return outcome
 
 
 @sync_app.command("import")
@@ -285,32 +335,38 @@ def import_tree(
     workers: WorkersOpt = 16,
     as_json: JsonOpt = False,
 ) -> None:
-    """Plan (create / update / unchanged, with diffs) and apply a directory tree; schemas go before configs."""
+    """Plan (create / update / unchanged, with diffs) and apply a directory tree; a schema and its config land
+    together."""
     state = session(ctx, as_json)
     files = _read_tree(directory)
     api = state.api(pool_size=workers)
     plan = build_plan(state, api, files, workers)
     if not state.output.json_output:
         _show_plan(state, plan)
-    applied: list[_Applied] = []
-    failures: list[ConfigdError] = []
-    batches = plan.batches()
-    if not dry_run and batches:
-        jobs = [_bind(_apply_batch, api, batch, message) for batch in batches]
-        for outcome in _parallel(state, "import", jobs, workers):
+    done = _Outcome()
+    requests = import_requests(plan.batches(), max_items=IMPORT_REQUEST_ITEMS, max_bytes=IMPORT_REQUEST_BYTES)
+    jobs = [] if dry_run else [_bind(_apply_request, api, request, message) for request in requests]
+    weights = [sum(len(batch) for batch in request) for request in requests]
+    with ThreadPoolExecutor(max_workers=1) as applier:
+        applying = applier.submit(_parallel, state, "import", jobs, min(workers, IMPORT_PARALLEL), weights)
+        # While the server works: the report's items, with the diff of every document (computed on demand).
+        items = [i.as_dict() for i in plan.items] if state.output.json_output else []
+        for outcome in applying.result():
             if isinstance(outcome, ConfigdError):
-                failures.append(outcome)
+                done.failures.append(outcome)
                 continue
-            for result in outcome:
-                (failures if isinstance(result, ConfigdError) else applied).append(result)  # type: ignore[arg-type]
+            done.applied += outcome.applied
+            done.failures += outcome.failures
+            done.skipped += outcome.skipped
+    applied, failures = done.applied, done.failures
     created = sum(1 for a in applied if a.status == "created" and a.item.action == "create")
     updated = sum(1 for a in applied if a.status == "created" and a.item.action == "update")
     if state.output.json_output:
-        state.output.emit_json(
+        state.output.emit_json_report(
             {
                 "dry_run": dry_run,
                 "plan": plan.summary(),
-                "items": [i.as_dict() for i in plan.items],
+                "items": items,
                 "applied": [
                     {
                         "kind": a.item.kind,
@@ -322,16 +378,17 @@ def import_tree(
                     for a in applied
                 ],
                 "failures": [error_document(f) for f in failures],
+                "skipped": [{"kind": i.kind, "ref": i.ref} for i in done.skipped],
             }
         )
     else:
-        for failure in failures:
+        for failure in dict.fromkeys(failures):  # a request that failed as a whole is one failure per item
             state.output.error(error_line(failure))
-        for forced in (a for a in applied if a.forced):
-            state.output.note(f"{forced.item.ref}: schema registered with force (the imported config matches it)")
+        for item in done.skipped:
+            state.output.note(f"{item.label}: not imported: a schema and its config are imported together")
         if dry_run:
             state.output.line("dry run: nothing written")
-        elif batches:
+        elif jobs:
             state.output.line(f"applied: {created} created, {updated} updated, {len(failures)} failed", style="bold")
     if failures:
         raise typer.Exit(int(worst([exit_code_for(f) for f in failures])))

@@ -6,6 +6,7 @@ body of the request (``HTTPFailure``); callers never see ``httpx`` exceptions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -25,10 +26,11 @@ from configd_client._exceptions import (
 )
 from configd_client._layout import MAX_CONFIG_BYTES
 
-from ._errors import AuthFailed, HTTPFailure, ServerUnavailable, UsageError, attach_failure
+from ._errors import AuthFailed, HTTPFailure, ServerUnavailable, UsageError, attach_failure, failure_of
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 API = "/api/v1"
+_ITEM_PATH = re.compile(r"^/items/(\d+)(/.*)?$")
 
 
 def _details(body: Any) -> list[ErrorDetail]:
@@ -72,6 +74,39 @@ def from_status(failure: HTTPFailure) -> ConfigdError:
     else:
         exc = ServerUnavailable(detail)
     return attach_failure(exc, failure)
+
+
+def item_failures(exc: ConfigdError, labels: list[str]) -> dict[int, ConfigdError]:
+    """The items an import refusal names (its ``errors`` paths are ``/items/<i>/…``), each with its own failure;
+    ``labels`` names the items sent, in order.
+
+    The refusal's status says what kind every problem is (403, 404, 409); a 422 mixes kinds, so an item whose
+    problem is its ``expected_version`` is a conflict there and any other a validation failure. Empty when the
+    refusal names no item (the request as a whole failed).
+    """
+    failure = failure_of(exc)
+    by_item: dict[int, list[ErrorDetail]] = {}
+    for detail in _details(failure.body) if failure is not None else []:
+        match = _ITEM_PATH.match(detail.path)
+        if match is not None and int(match.group(1)) < len(labels):
+            rest = match.group(2) or ""
+            by_item.setdefault(int(match.group(1)), []).append(ErrorDetail(rest or "/", detail.message))
+    return {index: _item_failure(exc, labels[index], errors, failure) for index, errors in by_item.items()}
+
+
+def _item_failure(
+    exc: ConfigdError, label: str, errors: list[ErrorDetail], failure: HTTPFailure | None
+) -> ConfigdError:
+    text = "; ".join(e.message if e.path == "/" else f"{e.path}: {e.message}" for e in errors)
+    found: ConfigdError
+    if isinstance(exc, AuthFailed | NotFound):
+        found = type(exc)(text)
+    elif isinstance(exc, VersionConflict) or all(e.path == "/expected_version" for e in errors):
+        found = VersionConflict(text)
+    else:
+        document = [ErrorDetail(e.path.removeprefix("/document") or "/", e.message) for e in errors]
+        found = ValidationFailed(f"{label}: {len(errors)} validation error(s)", document)
+    return attach_failure(found, failure) if failure is not None else found
 
 
 def _segment(value: str) -> str:
@@ -209,6 +244,20 @@ class ConfigdAPI:
         if version is not None:
             path += f"/versions/{version}"
         result: dict[str, Any] = self.request("GET", path)
+        return result
+
+    def schemas(self, namespace: str) -> list[dict[str, Any]]:
+        """The current schemas of a namespace: name, version, sha256 (NotFound when it has none)."""
+        result: list[dict[str, Any]] = self.request("GET", f"{API}/schemas/{_segment(namespace)}")["schemas"]
+        return result
+
+    # --- bulk import --------------------------------------------------------------------------------
+    def import_items(self, items: list[dict[str, Any]], *, message: str = "") -> list[dict[str, Any]]:
+        """``POST /import``: one result per item, in order. A refusal (nothing written) raises; its items are
+        decoded by :func:`item_failures`."""
+        result: list[dict[str, Any]] = self.request("POST", f"{API}/import", json={"message": message, "items": items})[
+            "items"
+        ]
         return result
 
     # --- observing ----------------------------------------------------------------------------------

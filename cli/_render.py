@@ -22,6 +22,20 @@ def json_text(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
+def json_report_text(report: dict[str, Any]) -> str:
+    """A JSON object whose list values hold one compact element per line: still readable, and written by the C
+    encoder (indenting is pure Python: ~3 s and 66 MB for the report of a 20,000-document import)."""
+    fields: list[str] = []
+    for key, value in report.items():
+        name = json.dumps(key, ensure_ascii=False)
+        if isinstance(value, list) and value:
+            elements = ",\n".join(f"    {json.dumps(e, ensure_ascii=False)}" for e in value)
+            fields.append(f"  {name}: [\n{elements}\n  ]")
+        else:
+            fields.append(f"  {name}: {json.dumps(value, ensure_ascii=False)}")
+    return "{\n" + ",\n".join(fields) + "\n}"
+
+
 def when(timestamp: Any) -> str:
     """``2026-01-02T03:04:05.123456Z`` as ``2026-01-02 03:04:05Z`` (tables; --json keeps the full value)."""
     if not isinstance(timestamp, str) or "T" not in timestamp:
@@ -46,6 +60,11 @@ class Output:
 
     def emit_json(self, value: Any) -> None:
         sys.stdout.write(json_text(value) + "\n")
+        sys.stdout.flush()
+
+    def emit_json_report(self, report: dict[str, Any]) -> None:
+        """A large ``--json`` report: one list element per line (see :func:`json_report_text`)."""
+        sys.stdout.write(json_report_text(report) + "\n")
         sys.stdout.flush()
 
     def emit_json_line(self, value: Any) -> None:

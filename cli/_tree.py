@@ -11,7 +11,8 @@ own content hash), so "unchanged" needs no document download; only changed docum
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,7 +100,8 @@ class RemoteDocument:
 
 @dataclass(frozen=True)
 class PlanItem:
-    """One document to create, update, or leave alone."""
+    """One document to create, update, or leave alone. Its changes and unified diff against the remote document
+    are computed when first asked for (a plan of thousands of new documents shows none of them)."""
 
     kind: Kind
     namespace: str
@@ -107,12 +109,43 @@ class PlanItem:
     action: Action
     local: Any
     remote_version: int | None = None
-    changes: list[Change] = field(default_factory=list)
-    unified: str = ""
+    remote_document: Any = None
+    size: int = 0  # bytes of the local document's canonical JSON
 
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.ref} schema" if self.kind == "schema" else self.ref
+
+    @cached_property
+    def changes(self) -> list[Change]:
+        if self.action == "unchanged":
+            return []
+        return diff_json(self.remote_document if self.action == "update" else {}, self.local)
+
+    @cached_property
+    def unified(self) -> str:
+        if self.action != "update":
+            return ""
+        return unified_diff(
+            self.remote_document,
+            self.local,
+            from_label=f"{self.label}@v{self.remote_version}",
+            to_label=f"{self.label} (local)",
+        )
+
+    def as_import(self) -> dict[str, Any]:
+        """The item of ``POST /api/v1/import``: applied only while the head is the one this plan saw (0 = none)."""
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "document": self.local,
+            "expected_version": self.remote_version or 0,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -136,22 +169,11 @@ def needs_document(local: Any, remote: RemoteDocument | None) -> bool:
 
 def plan_item(kind: Kind, namespace: str, name: str, local: Any, remote: RemoteDocument | None) -> PlanItem:
     """Decide create / update / unchanged for one local document against the server's head."""
+    canonical = canonical_json(local)
     if remote is None:
-        return PlanItem(kind, namespace, name, "create", local, None, diff_json({}, local))
-    if remote.sha256 == content_sha(local):
-        return PlanItem(kind, namespace, name, "unchanged", local, remote.version)
-    ref = f"{namespace}/{name}"
-    label = f"{ref} {kind}" if kind == "schema" else ref
-    return PlanItem(
-        kind,
-        namespace,
-        name,
-        "update",
-        local,
-        remote.version,
-        diff_json(remote.document, local),
-        unified_diff(remote.document, local, from_label=f"{label}@v{remote.version}", to_label=f"{label} (local)"),
-    )
+        return PlanItem(kind, namespace, name, "create", local, size=len(canonical))
+    action: Action = "unchanged" if remote.sha256 == sha256_hex(canonical) else "update"
+    return PlanItem(kind, namespace, name, action, local, remote.version, remote.document, len(canonical))
 
 
 @dataclass(frozen=True)
@@ -171,3 +193,23 @@ class Plan:
             if item.action != "unchanged":
                 grouped.setdefault((item.namespace, item.name), []).append(item)
         return [sorted(batch, key=lambda i: i.kind != "schema") for _, batch in sorted(grouped.items())]
+
+
+def import_requests(batches: list[list[PlanItem]], *, max_items: int, max_bytes: int) -> list[list[list[PlanItem]]]:
+    """Consecutive configs' batches packed into import requests of at most ``max_items`` items and about
+    ``max_bytes`` of documents. A config's schema and data always travel in the same request (the server commits
+    them together); a config larger than ``max_bytes`` goes alone."""
+    requests: list[list[list[PlanItem]]] = []
+    current: list[list[PlanItem]] = []
+    items = size = 0
+    for batch in batches:
+        batch_size = sum(i.size for i in batch)
+        if current and (items + len(batch) > max_items or size + batch_size > max_bytes):
+            requests.append(current)
+            current, items, size = [], 0, 0
+        current.append(batch)
+        items += len(batch)
+        size += batch_size
+    if current:
+        requests.append(current)
+    return requests

@@ -476,13 +476,33 @@ def test_export_then_import_round_trip_with_an_update_plan(cli_server: dict[str,
     assert applied.returncode == 0, applied.stdout
     report = json.loads(applied.stdout)
     assert report["plan"] == {"create": 0, "update": 3, "unchanged": 3} and report["failures"] == []
-    assert any(a["kind"] == "schema" and a["forced"] for a in report["applied"])
+    # The stricter schema and the config that satisfies it land together (one transaction): no force needed.
+    assert sorted((a["kind"], a["ref"], a["status"], a["version"], a["forced"]) for a in report["applied"]) == [
+        ("config", f"{space}/b", "created", 2, False),
+        ("config", f"{space}/c", "created", 2, False),
+        ("schema", f"{space}/c", "created", 2, False),
+    ]
     assert json.loads(cli(cli_server, "get", f"{space}/c").stdout) == {"port": 3, "host": "c"}
 
     write_json(exported / space / "a.json", {"port": "not a number"})
     failed = run_configctl(cli_server, "import", str(exported))
     assert failed.returncode == 1 and "/port" in failed.stderr
     assert "applied: 0 created, 0 updated, 1 failed" in failed.stdout
+
+    # A refused config keeps its schema out too (they land together); the rest of the tree still lands.
+    write_json(exported / space / "a.json", {"port": 5})  # passes the current schema, fails the new one
+    write_json(exported / space / "a.schema.json", SCHEMA | {"required": ["port", "host"]})
+    write_json(exported / space / "b.json", {"port": 21, "host": "newer"})
+    partial = run_configctl(cli_server, "import", str(exported), "--json")
+    assert partial.returncode == 1
+    report = json.loads(partial.stdout)
+    assert [(a["ref"], a["version"]) for a in report["applied"]] == [(f"{space}/b", 3)]
+    assert report["skipped"] == [{"kind": "schema", "ref": f"{space}/a"}]
+    assert [(f["error"], f["exit_code"], [e["path"] for e in f["errors"]]) for f in report["failures"]] == [
+        ("ValidationFailed", 1, ["/"])
+    ]
+    assert "'host' is a required property" in report["failures"][0]["errors"][0]["message"]
+    assert json.loads(cli(cli_server, "schema", "get", f"{space}/a").stdout)["required"] == ["port"]
 
 
 def test_shell_completion(cli_server: dict[str, str]) -> None:

@@ -22,9 +22,19 @@ from configctl._errors import (
     failure_of,
     worst,
 )
-from configctl._http import from_status
+from configctl._http import from_status, item_failures
 from configctl._offline import DRAFT_2020_12, load_model, schema_from_model, validate_offline
-from configctl._tree import Plan, RemoteDocument, TreeFile, classify, content_sha, exportable, plan_item, scan_tree
+from configctl._tree import (
+    Plan,
+    RemoteDocument,
+    TreeFile,
+    classify,
+    content_sha,
+    exportable,
+    import_requests,
+    plan_item,
+    scan_tree,
+)
 from configctl._watch import Debouncer
 from configd.validation import schema_errors
 from configd_client import (
@@ -194,6 +204,55 @@ def test_plan_batches_put_schema_first_and_skip_unchanged() -> None:
     assert plan.summary() == {"create": 2, "update": 0, "unchanged": 1}
     batches = plan.batches()
     assert [[(i.kind, i.name) for i in batch] for batch in batches] == [[("schema", "b"), ("config", "b")]]
+
+
+def test_import_requests_keep_a_config_whole_within_the_limits() -> None:
+    small = [[plan_item("schema", "a", f"c{i}", SCHEMA, None), plan_item("config", "a", f"c{i}", {"port": i}, None)]
+             for i in range(5)]  # fmt: skip
+    big = [plan_item("config", "a", "big", {"port": 1, "tls": {"on": True}, "x": "y" * 1000}, None)]
+    assert big[0].size == len(json.dumps(big[0].local, separators=(",", ":"))) and small[0][0].size > 0
+    requests = import_requests([*small, big], max_items=4, max_bytes=10_000)
+    assert [[len(b) for b in r] for r in requests] == [[2, 2], [2, 2], [2, 1]]
+    requests = import_requests([*small, big], max_items=500, max_bytes=100)
+    assert [len(r) for r in requests] == [1, 1, 1, 1, 1, 1]  # each config alone, none split, none dropped
+    assert small[0][1].as_import() == {
+        "kind": "config", "namespace": "a", "name": "c0", "document": {"port": 0}, "expected_version": 0,
+    }  # fmt: skip
+    updated = plan_item("schema", "a", "b", SCHEMA, RemoteDocument(4, "0" * 64, {}))
+    assert updated.as_import()["expected_version"] == 4
+
+
+def _refusal(status: int, errors: list[dict[str, str]]) -> ConfigdError:
+    body = {"detail": "import refused, nothing written", "errors": errors, "expected": None, "actual": None}
+    return from_status(HTTPFailure("POST", "http://x/api/v1/import", status, body))
+
+
+def test_item_failures_decode_an_import_refusal_per_item() -> None:
+    labels = ["a/x schema", "a/x", "a/y", "a/z"]
+    mixed = _refusal(
+        422,
+        [
+            {"path": "/items/1/document/port", "message": "'x' is not of type 'integer'"},
+            {"path": "/items/1/document", "message": "'port' is a required property"},
+            {"path": "/items/2/expected_version", "message": "a/y: expected version 3, but the head is 4"},
+            {"path": "/items/9/document", "message": "beyond the items sent: ignored"},
+        ],
+    )
+    found = item_failures(mixed, labels)
+    assert sorted(found) == [1, 2]
+    assert isinstance(found[1], ValidationFailed) and str(found[1]) == "a/x: 2 validation error(s)"
+    assert [(e.path, e.message) for e in found[1].errors] == [
+        ("/port", "'x' is not of type 'integer'"),
+        ("/", "'port' is a required property"),
+    ]
+    assert isinstance(found[2], VersionConflict) and exit_code_for(found[2]) == ExitCode.CONFLICT
+    assert failure_of(found[2]) is not None  # the request stays attached for --json
+    forbidden = item_failures(_refusal(403, [{"path": "/items/0", "message": "a/x schema: needs admin"}]), labels)
+    assert isinstance(forbidden[0], AuthFailed) and "needs admin" in str(forbidden[0])
+    missing = item_failures(_refusal(404, [{"path": "/items/3", "message": "a/z: no schema"}]), labels)
+    assert isinstance(missing[3], NotFound) and exit_code_for(missing[3]) == ExitCode.NOT_FOUND
+    assert item_failures(_refusal(503, []), labels) == {}
+    assert item_failures(_refusal(422, [{"path": "/data", "message": "a push's error"}]), labels) == {}
 
 
 # --- watch debouncing -----------------------------------------------------------------------------------
