@@ -2,8 +2,11 @@
 paginated history of a config with many versions — each beside raw Consul doing the same work.
 
 Import: a tree of ``<count>`` configs, each with its own schema (a config cannot exist without one), applied by
-the real ``configctl`` process (16 workers, its default). Raw: 16 threads write the same documents as the
-transactions configd commits (a 2-op schema txn and a 4-op config txn per config).
+the real ``configctl`` process (``POST /api/v1/import`` requests of up to 500 items, 4 at a time). Raw: the very
+transactions configd commits — the same records (built by configd's own pure builders before the clock starts),
+6 operations per config (schema version, schema head, config version, config head, two audit entries) packed by
+the same ``pack_transactions`` within the same requests — written by as many threads as configctl has requests
+in flight.
 Listing and history: walking every page (``limit`` per page) of ``GET /api/v1/configs/<ns>?limit=&after=`` and
 ``GET …/versions?limit=&before=`` vs raw Consul reading the same pages (a keys listing and one txn of ``limit``
 gets per page, what a client of raw Consul would have to do). The whole namespace in one response (no ``limit``)
@@ -26,26 +29,56 @@ from typing import Any
 import httpx
 import requests
 
-from configd_client._consul import ConsulGateway, op_cas, op_get, op_set
+from configctl._cmd_sync import IMPORT_PARALLEL, IMPORT_REQUEST_ITEMS
+from configd.audit import AuditLog
+from configd.store import config_write, pack_transactions, schema_write
+from configd_client._consul import ConsulGateway, TxnOp, op_get
 from configd_client._layout import KeyLayout
+from configd_client._records import canonical_json, sha256_hex
 
 from ._env import ADMIN_TOKEN, SCHEMA, BenchEnv, config_data, ok, setup_configs
 from ._stats import ratio, summary_ms
 
-WORKERS = 16
+RAW_THREADS = IMPORT_PARALLEL
 
 
-def _write_tree(root: Path, namespace: str, count: int) -> list[tuple[str, bytes, bytes]]:
+def _write_tree(root: Path, namespace: str, count: int) -> list[str]:
     (root / namespace).mkdir(parents=True, exist_ok=True)
     schema = json.dumps(SCHEMA, sort_keys=True, indent=2).encode()
-    files = []
+    names = []
     for i in range(count):
         name = f"cfg-{i:05d}"
         data = json.dumps(config_data(i), sort_keys=True, indent=2).encode()
         (root / namespace / f"{name}.json").write_bytes(data)
         (root / namespace / f"{name}.schema.json").write_bytes(schema)
-        files.append((name, schema, data))
-    return files
+        names.append(name)
+    return names
+
+
+def _raw_transactions(gateway: ConsulGateway, layout: KeyLayout, namespace: str, names: list[str]) -> list[list[TxnOp]]:
+    """The transactions configd commits for this import, built by its own record builders (not timed): per config
+    its schema's and its data's version, head and audit entry, packed per request like ``ConfigStore.import_items``.
+    """
+    audit = AuditLog(gateway, layout)
+    schema_sha = sha256_hex(canonical_json(SCHEMA))
+    per_request = IMPORT_REQUEST_ITEMS // 2  # configs per request: each brings its schema and its data
+    transactions: list[list[TxnOp]] = []
+    for start in range(0, len(names), per_request):
+        groups: list[list[TxnOp]] = []
+        for name in names[start : start + per_request]:
+            data = config_data(int(name.rsplit("-", 1)[1]))
+            canonical = canonical_json(data)
+            schema = schema_write(
+                namespace, name, SCHEMA, schema_sha, current=None, actor="bench", message="raw", forced=False
+            )
+            config = config_write(
+                namespace, name, data, canonical, sha256_hex(canonical), head=None, schema_version=1, actor="bench",
+                message="raw",
+            )  # fmt: skip
+            groups.append([*schema.ops(layout, audit, 0), *config.ops(layout, audit, 0)])
+        for batch in pack_transactions([(len(g), len(json.dumps(g))) for g in groups]):
+            transactions.append([op for i in batch for op in groups[i]])
+    return transactions
 
 
 def _timed(fn: Any, repeat: int) -> list[float]:
@@ -62,7 +95,7 @@ def run(env: BenchEnv, count: int, versions: int, page: int, repeat: int) -> dic
     layout = KeyLayout(server.prefix)
     namespace = "bulk"
     tree = env.workdir / "import-tree"
-    files = _write_tree(tree, namespace, count)
+    names = _write_tree(tree, namespace, count)
     cli_env = {**os.environ, "CONFIGD_URL": server.base_url, "CONFIGD_TOKEN": ADMIN_TOKEN}
     print(f"  importing {count} configs with configctl ...", flush=True)
     t0 = time.perf_counter()
@@ -81,24 +114,12 @@ def run(env: BenchEnv, count: int, versions: int, page: int, repeat: int) -> dic
     if created != 2 * count:
         raise RuntimeError(f"configctl import created {created} documents, expected {2 * count}")
 
-    gateway = ConsulGateway(env.consul_addr, pool_size=WORKERS + 2)
-    raw_root = f"bench-raw/bulk-{uuid.uuid4().hex[:6]}"
-
-    def raw_write(item: tuple[str, bytes, bytes]) -> None:
-        name, schema, data = item
-        gateway.txn([op_cas(f"{raw_root}/schemas/{name}/1", schema, 0), op_set(f"{raw_root}/sheads/{name}", schema)])
-        gateway.txn(
-            [
-                op_cas(f"{raw_root}/versions/{name}/1", data, 0),
-                op_set(f"{raw_root}/heads/{name}", data[:400]),
-                op_set(f"{raw_root}/audit/{name}", data[:400]),
-                op_set(f"{raw_root}/touch/{name}", b"1"),
-            ]
-        )
-
+    gateway = ConsulGateway(env.consul_addr, pool_size=RAW_THREADS + 2)
+    raw_layout = KeyLayout(f"bench-raw/bulk-{uuid.uuid4().hex[:6]}")
+    transactions = _raw_transactions(gateway, raw_layout, namespace, names)
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(raw_write, files))
+    with ThreadPoolExecutor(RAW_THREADS) as pool:
+        list(pool.map(gateway.txn, transactions))
     raw_import_s = time.perf_counter() - t0
     print(f"  import: configctl {import_s:.1f}s, raw {raw_import_s:.1f}s", flush=True)
 
@@ -213,6 +234,9 @@ def run(env: BenchEnv, count: int, versions: int, page: int, repeat: int) -> dic
             "raw_s": round(raw_import_s, 2),
             "ratio": ratio(import_s, raw_import_s),
             "configs_per_s": round(count / import_s, 1),
+            "raw_transactions": len(transactions),
+            "raw_operations": sum(len(t) for t in transactions),
+            "raw_threads": RAW_THREADS,
             "target_s": 20,
             "target_met": import_s < 20,
         },
