@@ -253,6 +253,14 @@ def config_guard(layout: KeyLayout, namespace: str, name: str, head_index: int) 
     return op_check_index(key, head_index) if head_index else op_check_not_exists(key)
 
 
+def _write_ops(
+    version_key: str, version: bytes, head_key: str, head: bytes, head_index: int, audit: TxnOp
+) -> list[TxnOp]:
+    """Every write's three operations: create the immutable version, move the head by CAS from ``head_index``
+    (0 = it must not exist yet), create the audit entry."""
+    return [op_create(version_key, version), op_cas(head_key, head, head_index), audit]
+
+
 @dataclass(frozen=True)
 class SchemaWrite:
     """A new schema version, built without I/O: its version record, head and audit entry."""
@@ -263,12 +271,11 @@ class SchemaWrite:
 
     def ops(self, layout: KeyLayout, audit: AuditLog, head_index: int) -> list[TxnOp]:
         """Create the version, CAS the schema head from ``head_index`` (0 = new), create the audit entry."""
-        namespace, name = self.record.namespace, self.record.name
-        return [
-            op_create(layout.schema_version(namespace, name, self.record.version), self.record.to_bytes()),
-            op_cas(layout.schema_head(namespace, name), self.head.to_bytes(), head_index),
-            audit.op(self.audit),
-        ]
+        namespace, name, version = self.record.namespace, self.record.name, self.record.version
+        version_key, head_key = layout.schema_version(namespace, name, version), layout.schema_head(namespace, name)
+        return _write_ops(
+            version_key, self.record.to_bytes(), head_key, self.head.to_bytes(), head_index, audit.op(self.audit)
+        )
 
 
 def schema_write(
@@ -330,12 +337,11 @@ class ConfigWrite:
 
     def ops(self, layout: KeyLayout, audit: AuditLog, head_index: int) -> list[TxnOp]:
         """Create the version, CAS the config head from ``head_index`` (0 = new), create the audit entry."""
-        namespace, name = self.record.namespace, self.record.name
-        return [
-            op_create(layout.version(namespace, name, self.record.version), self.record.to_bytes()),
-            op_cas(layout.head(namespace, name), self.head.to_bytes(), head_index),
-            audit.op(self.audit),
-        ]
+        namespace, name, version = self.record.namespace, self.record.name, self.record.version
+        version_key, head_key = layout.version(namespace, name, version), layout.head(namespace, name)
+        return _write_ops(
+            version_key, self.record.to_bytes(), head_key, self.head.to_bytes(), head_index, audit.op(self.audit)
+        )
 
 
 def config_write(

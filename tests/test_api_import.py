@@ -234,9 +234,15 @@ def test_one_bad_item_anywhere_writes_nothing(server: ServerProcess, gateway: Co
             deep = {"n": deep}
         fits = [_config(ns, "existing", {**GOOD, "nested": deep})]  # 64 levels: the documents' own limit
         assert http.post("/api/v1/import", json={"items": fits}).status_code == 200
-        too_deep = [_config(ns, "existing", {**GOOD, "nested": {"n": deep}})]
-        answer, _ = rejected(server, gateway, lambda: http.post("/api/v1/import", json={"items": too_deep}), 422)
-        assert answer.json()["errors"][0]["path"] == "/items/0/document"
+        for extra in (1, 200):  # just too deep, and far too deep: the item's own error either way
+            wrapped = deep
+            for _ in range(extra):
+                wrapped = {"n": wrapped}
+            too_deep = [_schema(ns, "t"), _config(ns, "existing", {**GOOD, "nested": wrapped})]
+            body = {"items": too_deep}
+            answer, _ = rejected(server, gateway, lambda b=body: http.post("/api/v1/import", json=b), 422)
+            assert [e["path"] for e in answer.json()["errors"]] == ["/items/1/document"]
+            assert "deeper than 64 levels" in answer.json()["errors"][0]["message"]
 
         # A body that is not an import at all cannot be attributed to a namespace: nothing at all is written.
         unchanged_without_audit(server, gateway, lambda: http.post("/api/v1/import", json={"items": []}), 422)
