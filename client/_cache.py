@@ -5,7 +5,10 @@ Consul answers. Files are ``<dir>/<prefix>/<ns>/<name>.json``; a write is a temp
 directory, fsynced, then ``os.replace``d over the old one, so a crash leaves the old file or the new one.
 
 Writing (and its fsync) is off the watch thread: :class:`CacheWriter` keeps the newest applied document per
-config and writes it shortly after, on a thread of its own; ``close()`` writes whatever is still pending.
+config and writes it 1 to 1.5 s later, on a thread of its own. Not sooner: a push wakes every process of a host
+at once, and their writes would take CPU and disk from the processes still applying that same change (the
+random part spreads them). ``flush()`` (``settings()`` uses it for a first version) and ``close()`` write what
+is pending at once.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import tempfile
 import threading
 from pathlib import Path
@@ -24,8 +28,9 @@ from ._records import canonical_json, sha256_hex
 log = logging.getLogger("configd_client")
 
 CACHE_FORMAT = "configd.cache/1"
-#: Seconds the writer waits after a document is submitted, so that a burst of versions is one write.
-DEFAULT_WRITE_DELAY = 0.1
+#: Seconds the writer waits after a document is submitted (times 1 to 1.5), so that it never competes with the
+#: propagation of the change it records, and a burst of versions is one write.
+DEFAULT_WRITE_DELAY = 1.0
 
 
 def default_cache_dir() -> Path:
@@ -122,12 +127,14 @@ class CacheWriter:
 
     Args:
         cache: where the documents go.
-        delay: seconds between a submission and the write, to coalesce bursts (the newest version wins).
+        delay: seconds between a submission and the write (times 1 to 1 + ``spread``, at random), to keep the
+            write away from the moment a change propagates and to coalesce bursts (the newest version wins).
     """
 
-    def __init__(self, cache: LastKnownGoodCache, delay: float = DEFAULT_WRITE_DELAY) -> None:
+    def __init__(self, cache: LastKnownGoodCache, delay: float = DEFAULT_WRITE_DELAY, spread: float = 0.5) -> None:
         self.cache = cache
         self.delay = delay
+        self.spread = spread
         self._pending = PendingWrites()
         self._cond = threading.Condition()
         self._writing = False
@@ -153,7 +160,8 @@ class CacheWriter:
                 if len(self._pending) == 0:  # closed with nothing left to write
                     return
                 if not self._closed and not self._hurry and self.delay > 0:
-                    self._cond.wait_for(lambda: self._closed or self._hurry, timeout=self.delay)
+                    pause = self.delay * (1.0 + self.spread * random.random())
+                    self._cond.wait_for(lambda: self._closed or self._hurry, timeout=pause)
                 batch = self._pending.take()
                 self._hurry = False
                 self._writing = True

@@ -401,6 +401,13 @@ def test_pending_cache_writes_keep_the_newest_and_never_go_back() -> None:
 
 def test_cache_writer_writes_the_newest_off_the_calling_thread_and_flushes_on_close(tmp_path: Path) -> None:
     cache = LastKnownGoodCache(tmp_path, "configd")
+    alone = CacheWriter(cache, delay=0.05, spread=0.0)
+    alone.submit(doc(1, {"timeout_ms": 1}))  # written after its delay with nobody asking
+    deadline = time.monotonic() + 10
+    while cache.read("payments", "service") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert alone.written == 1
+    alone.close()
     writer = CacheWriter(cache, delay=0.05)
     for version in range(1, 6):
         writer.submit(doc(version, {"timeout_ms": version}))
