@@ -146,12 +146,14 @@ class CacheWriter:
     def submit(self, document: Document) -> None:
         """Queue ``document`` for writing; returns at once. Ignored once closed."""
         with self._cond:
+            idle = len(self._pending) == 0
             if self._closed or not self._pending.offer(document):
                 return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="configd-cache-writer", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
+            elif idle:  # else the writer is already counting down to a batch that will include this one
+                self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
