@@ -116,7 +116,7 @@ def parse_address(address: str | None) -> tuple[str, str, int]:
 _CA_VARIABLES = ("CONSUL_CACERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
-class Urllib3Transport(consul.base.HTTPClient):
+class Urllib3Transport(consul.base.HTTPClient):  # type: ignore[misc]  # py-consul ships no type hints
     """py-consul's HTTP client interface on a urllib3 pool: thread-safe, keep-alive, at most ``pool_size``
     connections. Timeouts follow py-consul's standard client: ``timeout`` for an ordinary call, plus the wait
     and Consul's wait/16 of jitter for a blocking query. Proxy variables and the CA bundle variables are
@@ -143,7 +143,8 @@ class Urllib3Transport(consul.base.HTTPClient):
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             options["ssl_context"] = context
-        proxy = None if urllib.request.proxy_bypass_environment(host) else urllib.request.getproxies().get(scheme)
+        bypass = urllib.request.proxy_bypass_environment(host)  # type: ignore[attr-defined]  # not in typeshed
+        proxy = None if bypass else urllib.request.getproxies().get(scheme)
         self._pool: urllib3.PoolManager = (
             urllib3.ProxyManager(proxy, num_pools=1, **options)
             if proxy
@@ -194,7 +195,7 @@ class Urllib3Transport(consul.base.HTTPClient):
         self._pool.clear()
 
 
-class _Consul(consul.base.Consul):
+class _Consul(consul.base.Consul):  # type: ignore[misc]
     """py-consul's client on :class:`Urllib3Transport`."""
 
     def __init__(self, transport: Urllib3Transport, **kwargs: Any) -> None:
