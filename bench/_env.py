@@ -159,6 +159,25 @@ class BenchEnv:
                 raise TimeoutError("configd serve did not become healthy within 60 s")
             time.sleep(0.05)
 
+    def start_floor(self, workers: int = 1, sizes: dict[str, int] | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+        """``bench._floor_app`` (FastAPI on configd's server stack, doing only the Consul write) on a free port."""
+        sizes = sizes or {"version": 774, "head": 320, "audit": 272}
+        port = free_ports(1)[0]
+        cmd = [sys.executable, "-m", "bench._floor_app", self.consul_addr, str(port), "bench-raw/floor", str(workers)]
+        cmd += [str(sizes["version"]), str(sizes["head"]), str(sizes["audit"])]
+        process = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
+        self.children.append(process)
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.put(f"{base_url}/noop", timeout=2)
+                return base_url, process
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the floor app did not start") from None
+                time.sleep(0.05)
+
 
 def ok(answer: httpx.Response, *codes: int) -> dict[str, Any]:
     """The JSON body of an answer whose status is one of ``codes`` (201/200 by default)."""

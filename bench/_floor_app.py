@@ -1,7 +1,8 @@
 """The floor of a push: a FastAPI app on the same server stack as configd (uvicorn, httptools, uvloop) whose
-endpoints do nothing (``/noop``) or only commit the push's 4-op transaction through ``ConsulGateway`` (``/txn``,
-a sync endpoint like configd's push). No auth, no body, no validation, no records: no server built on this
-stack can push faster, so its rate over raw bounds what the throughput ratio can reach.
+endpoints do nothing (``/noop``), only commit the push's 4-op transaction through ``ConsulGateway`` (``/txn``,
+a sync endpoint like configd's push), or only write one key (``/kv/<key>?value=``). No auth, no body, no
+validation, no records: no server built on this stack can push faster, so its figures over raw bound what the
+throughput and propagation ratios can reach.
 
 ``python -m bench._floor_app CONSUL_ADDR PORT PREFIX WORKERS VERSION_BYTES HEAD_BYTES AUDIT_BYTES`` (started by
 ``bench.throughput``, with as many worker processes as the configd server it is compared with).
@@ -34,6 +35,12 @@ def create(consul_addr: str, prefix: str, sizes: dict[str, int]) -> FastAPI:
     @app.put("/noop")
     async def noop() -> dict[str, Any]:
         return {"status": "ok"}
+
+    @app.put("/kv/{key:path}")
+    def kv(key: str, value: str) -> dict[str, Any]:
+        """One plain Consul write behind the same HTTP hop (the propagation benchmark's floor)."""
+        gateway.put(key, value.encode())
+        return {"status": "created"}
 
     @app.put("/txn/{worker}")
     def txn(worker: int) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 configd: each child runs a ConfigClient watching 10 configs of one namespace (a 20-field model); the parent
 PUTs one of them through the HTTP API. Raw: each child holds one blocking GET on one key; the parent PUTs it.
 Raw sides (the PUT and the watchers) use configd's own Consul client (``ConsulGateway``), so the ratio is
-exactly what configd adds.
+exactly what configd adds. Floor: the same raw watchers woken by a write made behind one FastAPI hop on configd's
+server stack (``bench._floor_app``, which does nothing but the write): what any server in between costs.
 Pushes alternate configd / raw so both see the same machine load. Latency = child's time.time() when the
 callback returned − parent's time.time() just before the HTTP call (one machine, one clock).
 """
@@ -14,6 +15,8 @@ import argparse
 import json
 import time
 from typing import Any
+
+import httpx
 
 from configd_client._consul import ConsulGateway
 
@@ -32,10 +35,12 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> di
     raw_key = f"bench-raw/propagation/{int(time.time() * 1000)}"
     raw = ConsulGateway(env.consul_addr)  # the Consul client configd itself uses: py-consul on urllib3
     raw.put(raw_key, b"0")
+    floor_url, floor = env.start_floor()
     results: list[dict[str, Any]] = []
     versions = dict.fromkeys(names, 1)
     raw_seq = 0
-    with server.client() as http:
+    with server.client() as http, httpx.Client(base_url=floor_url, timeout=60) as floor_http:
+        floor_http.put("/noop")  # the first request opens the connection; every measured one reuses it
         for n in counts:
             children = Children(env)
             cache = env.workdir / f"cache-{n}"
@@ -59,6 +64,7 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> di
             print(f"  N={n}: {2 * n} children ready in {time.monotonic() - started:.1f}s", flush=True)
             configd_s: list[float] = []
             raw_s: list[float] = []
+            floor_s: list[float] = []
             for i in range(pushes):
                 name = names[i % len(names)]
                 versions[name] += 1
@@ -73,21 +79,35 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> di
                 raw.put(raw_key, str(raw_seq).encode())
                 raw_s += [e.at - t0 for e in children.collect(raw_key, str(raw_seq), n)]
                 time.sleep(pause)
+                # The floor: the same raw watchers, woken by a write made behind one FastAPI hop (no configd work).
+                raw_seq += 1
+                t0 = time.time()
+                ok(floor_http.put(f"/kv/{raw_key}", params={"value": str(raw_seq)}))
+                floor_s += [e.at - t0 for e in children.collect(raw_key, str(raw_seq), n)]
+                time.sleep(pause)
             children.close()
-            configd_sum, raw_sum = summary_ms(configd_s), summary_ms(raw_s)
+            configd_sum, raw_sum, floor_sum = summary_ms(configd_s), summary_ms(raw_s), summary_ms(floor_s)
             row = {
                 "clients": n,
                 "pushes": pushes,
                 "configd": configd_sum,
                 "raw": raw_sum,
+                "floor": floor_sum,
+                "floor_p99_ratio": ratio(floor_sum["p99_ms"], raw_sum["p99_ms"]),
                 "p99_ratio": ratio(configd_sum["p99_ms"], raw_sum["p99_ms"]),
                 "p50_ratio": ratio(configd_sum["p50_ms"], raw_sum["p50_ms"]),
                 "target_p99_ratio": 1.5,
             }
             row["target_met"] = row["p99_ratio"] <= 1.5
-            print(f"  N={n}: configd {configd_sum} | raw {raw_sum} | p99 ratio {row['p99_ratio']}", flush=True)
+            print(
+                f"  N={n}: configd {configd_sum} | raw {raw_sum} | floor {floor_sum} | "
+                f"p99 ratio {row['p99_ratio']} (floor {row['floor_p99_ratio']})",
+                flush=True,
+            )
             results.append(row)
     raw.close()
+    floor.terminate()
+    floor.wait(timeout=15)
     server.stop()
     return {"configs_per_client": CONFIGS_PER_CLIENT, "rows": results}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._env import ROOT
+from ._stats import ratio
 
 NOTES = ROOT / "bench" / "notes.md"
 
@@ -80,20 +81,25 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             "(a 20-field pydantic-settings model, one `on_change` callback per config). Latency = the child's "
             "`time.time()` when its callback returns − the parent's `time.time()` just before the push's HTTP call "
             "(same machine, same clock). Raw: N processes each holding one blocking GET on one key; parent PUTs the "
-            "key → the child wakes. configd and raw pushes alternate so both see the same load. "
+            "key → the child wakes. Floor: the same raw watchers, woken by the same write made behind one FastAPI "
+            "hop on configd's server stack that does nothing else (`bench/_floor_app.py`): what any HTTP server in "
+            "between costs. configd, raw and floor pushes alternate so all see the same load. "
             "Samples = pushes × N.\n"
         )
         add(
             "| N | pushes | configd p50 / p99 / max (ms) | raw p50 / p99 / max (ms) | p50 ratio | p99 ratio | "
-            "target p99 ≤ 1.5 × raw |"
+            "target p99 ≤ 1.5 × raw | floor p50 / p99 (ms) | floor p50 / p99 ratio |"
         )
-        add("|---|---|---|---|---|---|---|")
+        add("|---|---|---|---|---|---|---|---|---|")
         for r in p["rows"]:
             c, w = r["configd"], r["raw"]
+            f = r.get("floor")
+            floor = f"{f['p50_ms']} / {f['p99_ms']}" if f else "–"
+            floor_ratio = f"{ratio(f['p50_ms'], w['p50_ms'])} / {r['floor_p99_ratio']}" if f else "–"
             add(
                 f"| {r['clients']} | {r['pushes']} | {c['p50_ms']} / {c['p99_ms']} / {c['max_ms']} | "
                 f"{w['p50_ms']} / {w['p99_ms']} / {w['max_ms']} | {r['p50_ratio']} | {r['p99_ratio']} | "
-                f"{_yes(r['target_met'])} |"
+                f"{_yes(r['target_met'])} | {floor} | {floor_ratio} |"
             )
         add("")
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,11 +24,10 @@ import consul
 import httpx
 import requests.adapters
 
-from configd.devagent import free_ports
 from configd_client._consul import ConsulGateway, op_cas, op_check_index, op_set
 from configd_client._layout import KeyLayout
 
-from ._env import ADMIN_TOKEN, ROOT, BenchEnv, Server, config_data, ok, setup_configs
+from ._env import ADMIN_TOKEN, BenchEnv, Server, config_data, ok, setup_configs
 from ._stats import ratio
 
 
@@ -79,24 +76,6 @@ def _record_sizes(env: BenchEnv, server: Server, namespace: str, name: str) -> d
     return {"head": len(head.value), "version": len(version.value), "audit": max(len(a.value) for a in audit)}
 
 
-def _start_floor(env: BenchEnv, workers: int, sizes: dict[str, int]) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_ports(1)[0]
-    cmd = [sys.executable, "-m", "bench._floor_app", env.consul_addr, str(port), "bench-raw/floor", str(workers)]
-    cmd += [str(sizes["version"]), str(sizes["head"]), str(sizes["audit"])]
-    process = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
-    env.children.append(process)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.put(f"{base_url}/noop", timeout=2)
-            return base_url, process
-        except httpx.TransportError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the floor app did not start") from None
-            time.sleep(0.05)
-
-
 def run(env: BenchEnv, concurrencies: list[int], seconds: float, workers: int = 1) -> dict[str, Any]:
     server = env.start_server(workers=workers)
     namespace = "throughput"
@@ -105,7 +84,7 @@ def run(env: BenchEnv, concurrencies: list[int], seconds: float, workers: int = 
     with server.client() as http:
         ok(http.put(f"/api/v1/configs/{namespace}/{names[0]}", json={"data": config_data(1)}))
     sizes = _record_sizes(env, server, namespace, names[0])
-    floor_url, floor = _start_floor(env, workers, sizes)
+    floor_url, floor = env.start_floor(workers, sizes)
     seq = {"n": 10}
     lock = threading.Lock()
     rows = []
