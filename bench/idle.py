@@ -1,9 +1,9 @@
 """5 and 6. Client cost and Consul load of a process watching 10 configs, beside a raw Consul watcher.
 
 One child runs a ConfigClient watching 10 configs of one namespace (with an on_change callback each); another
-holds one raw blocking GET (requests, wait=55s, the SDK's default wait). Each talks to Consul through its own
-counting proxy on loopback (``bench._proxy``), which counts connections and HTTP requests and sees which
-requests Consul is holding (a blocking query is in flight with ``index=``).
+holds one raw blocking GET (ConsulGateway, the SDK's own client; wait=55s, the SDK's default). Each talks to
+Consul through its own counting proxy on loopback (``bench._proxy``), which counts connections and HTTP
+requests and sees which requests Consul is holding (a blocking query is in flight with ``index=``).
 
 Reported: resident memory and OS threads added (watching vs. after importing the library), CPU seconds over the
 idle window, Consul requests per minute while idle, blocking queries and connections held (sampled every second).
@@ -65,7 +65,9 @@ def run(env: BenchEnv, idle_seconds: float) -> dict[str, Any]:
             children.collect(name, "2", 1)
     raw_http.put(f"{env.consul_addr}/v1/kv/{raw_key}", data=b"1").raise_for_status()
     children.collect(raw_key, "1", 1)
-    time.sleep(1)
+    # The SDK publishes its registration and writes its last-known-good cache 1-1.5 s after a change; idle
+    # begins once those are done.
+    time.sleep(3)
     c_steady, r_steady = children.stats(0), children.stats(1)
     start = time.time()
     samples: dict[str, list[dict[str, int]]] = {"configd": [], "raw": []}

@@ -195,12 +195,12 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
         add("## 5 and 6. Client cost and Consul load\n")
         add(
             f"A process with a `ConfigClient` watching {d['configs_watched']} configs (a callback each) beside a "
-            "process holding one raw blocking GET (requests, `wait=55s`). Memory and threads are counted from just "
-            "after importing the library (configd_client / requests) to watching; 'steady' is after one change per "
-            "config (callback threads exist). Consul traffic is counted by a loopback proxy written for this "
-            "(`bench/_proxy.py`): each process talks to Consul only through its own proxy, which counts connections "
-            "and requests and sees which requests Consul is holding (a blocking query in flight has `index=`). "
-            f"Idle window: {c['idle_seconds']} s.\n"
+            "process holding one raw blocking GET (`ConsulGateway`, `wait=55s`). Memory and threads are counted from "
+            "just after importing the library (configd_client / its Consul gateway) to watching; 'steady' is after "
+            "one change per config (callback threads exist). Consul traffic is counted by a loopback proxy written "
+            "for this (`bench/_proxy.py`): each process talks to Consul only through its own proxy, which counts "
+            "connections and requests and sees which requests Consul is holding (a blocking query in flight has "
+            f"`index=`). Idle window: {c['idle_seconds']} s.\n"
         )
         add("| | configd client | raw blocking GET | ratio |\n|---|---|---|---|")
         add(
