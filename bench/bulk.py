@@ -31,7 +31,8 @@ import requests
 
 from configctl._cmd_sync import IMPORT_PARALLEL, IMPORT_REQUEST_ITEMS
 from configd.audit import AuditLog
-from configd.store import config_write, pack_transactions, schema_write
+from configd.bulk import pack_transactions
+from configd.writes import config_write, schema_write
 from configd_client._consul import ConsulGateway, TxnOp, op_get
 from configd_client._layout import KeyLayout
 from configd_client._records import canonical_json, sha256_hex
@@ -231,7 +232,7 @@ def run(env: BenchEnv, count: int, versions: int, page: int, repeat: int) -> dic
             "configs": count,
             "documents": 2 * count,
             "configctl_s": round(import_s, 2),
-            "raw_s": round(raw_import_s, 2),
+            "raw_s": round(raw_import_s, 3),
             "ratio": ratio(import_s, raw_import_s),
             "configs_per_s": round(count / import_s, 1),
             "raw_transactions": len(transactions),

@@ -8,7 +8,6 @@ never sees a head without its version record, and two concurrent writers never b
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import threading
 import time
@@ -25,17 +24,11 @@ from configd_client._consul import (
     TxnOp,
     op_cas,
     op_check_index,
-    op_check_not_exists,
-    op_create,
     op_get,
 )
 from configd_client._diff import Change, diff_json, unified_diff
 from configd_client._exceptions import (
     ConfigdError,
-    ConfigTooLarge,
-    ErrorDetail,
-    InvalidConfig,
-    InvalidName,
     NotFound,
     SchemaIncompatible,
     SchemaNotFound,
@@ -46,10 +39,8 @@ from configd_client._layout import (
     CONSUL_TXN_MAX_BYTES,
     CONSUL_TXN_MAX_OPS,
     MAX_AUTHOR_CHARS,
-    MAX_CONFIG_BYTES,
     MAX_MESSAGE_CHARS,
     MAX_RECORD_BYTES,
-    MAX_SCHEMA_BYTES,
     KeyLayout,
     validate_name,
 )
@@ -60,18 +51,28 @@ from configd_client._records import (
     SchemaRef,
     SchemaVersionRecord,
     VersionRecord,
-    canonical_json,
-    check_document,
     decode_data,
-    encode_data,
-    head_inline,
     sha256_hex,
     utcnow,
 )
 
 from .audit import AuditLog, new_entry
-from .errors import Forbidden
-from .validation import compile_schema, config_errors, schema_errors
+from .bulk import (
+    MAX_IMPORT_ITEMS,
+    RACE_DETAIL,
+    GroupPlan,
+    ImportGroup,
+    ImportItem,
+    ImportOutcome,
+    check_items,
+    common_prefix,
+    import_rejection,
+    json_size,
+    pack_transactions,
+    plan_group,
+)
+from .validation import compile_schema, config_errors
+from .writes import Heads, checked_config, checked_schema, config_guard, config_write, schema_write
 
 WriteStatus = Literal["created", "unchanged"]
 # Without expected_version a push means "make this the head": a lost CAS race is retried this many times
@@ -132,17 +133,6 @@ class HistoryPage:
     versions: list[VersionRecord]
     total: int
     next_before: int | None
-
-
-@dataclass(frozen=True)
-class Heads:
-    """What a push depends on: the config head and its schema head, each with the ModifyIndex it was read at
-    (0 when absent). The push transaction is guarded by exactly these two indexes."""
-
-    head: HeadRecord | None
-    head_index: int
-    schema: SchemaHeadRecord | None
-    schema_index: int
 
 
 @dataclass(frozen=True)
@@ -223,572 +213,6 @@ class _ValidatorCache:
             found = compile_schema(build())
             self.add(key, found)
         return found
-
-
-# --- the records of one write: pure, shared by push, schema registration and import --------------------
-def checked_config(data: Any) -> bytes:
-    """The canonical bytes of a config document; InvalidConfig or ConfigTooLarge when configd cannot store it."""
-    check_document(data)
-    canonical = canonical_json(data)
-    if len(canonical) > MAX_CONFIG_BYTES:
-        raise ConfigTooLarge(len(canonical), MAX_CONFIG_BYTES)
-    return canonical
-
-
-def checked_schema(namespace: str, name: str, schema: Any) -> bytes:
-    """The canonical bytes of a JSON Schema; raises unless it is a storable, valid Draft 2020-12 schema."""
-    check_document(schema, "schema")
-    canonical = canonical_json(schema)
-    if len(canonical) > MAX_SCHEMA_BYTES:
-        raise ConfigTooLarge(len(canonical), MAX_SCHEMA_BYTES)
-    problems = schema_errors(schema)
-    if problems:
-        raise ValidationFailed(f"{namespace}/{name}: not a valid JSON Schema (Draft 2020-12)", problems)
-    return canonical
-
-
-def config_guard(layout: KeyLayout, namespace: str, name: str, head_index: int) -> TxnOp:
-    """Holds the config head where it was read (absent when ``head_index`` is 0) while its schema changes."""
-    key = layout.head(namespace, name)
-    return op_check_index(key, head_index) if head_index else op_check_not_exists(key)
-
-
-def _write_ops(
-    version_key: str, version: bytes, head_key: str, head: bytes, head_index: int, audit: TxnOp
-) -> list[TxnOp]:
-    """Every write's three operations: create the immutable version, move the head by CAS from ``head_index``
-    (0 = it must not exist yet), create the audit entry."""
-    return [op_create(version_key, version), op_cas(head_key, head, head_index), audit]
-
-
-@dataclass(frozen=True)
-class SchemaWrite:
-    """A new schema version, built without I/O: its version record, head and audit entry."""
-
-    record: SchemaVersionRecord
-    head: SchemaHeadRecord
-    audit: AuditRecord
-
-    def ops(self, layout: KeyLayout, audit: AuditLog, head_index: int) -> list[TxnOp]:
-        """Create the version, CAS the schema head from ``head_index`` (0 = new), create the audit entry."""
-        namespace, name, version = self.record.namespace, self.record.name, self.record.version
-        version_key, head_key = layout.schema_version(namespace, name, version), layout.schema_head(namespace, name)
-        return _write_ops(
-            version_key, self.record.to_bytes(), head_key, self.head.to_bytes(), head_index, audit.op(self.audit)
-        )
-
-
-def schema_write(
-    namespace: str,
-    name: str,
-    schema: Any,
-    sha: str,
-    *,
-    current: SchemaHeadRecord | None,
-    actor: str,
-    message: str,
-    forced: bool,
-) -> SchemaWrite:
-    """The records that make ``schema`` (content hash ``sha``) the version after ``current``."""
-    version = current.version + 1 if current else 1
-    now = utcnow()
-    record = SchemaVersionRecord(
-        namespace=namespace,
-        name=name,
-        version=version,
-        sha256=sha,
-        author=actor,
-        message=message,
-        created_at=now,
-        forced=forced,
-        json_schema=schema,
-    )
-    head = SchemaHeadRecord(namespace=namespace, name=name, version=version, sha256=sha, author=actor, created_at=now)
-    audit = new_entry(
-        actor=actor,
-        action="schema.register",
-        namespace=namespace,
-        name=name,
-        result="forced" if forced else "created",
-        status=201,
-        version=version,
-        from_version=current.version if current else None,
-        message=message,
-    )
-    return SchemaWrite(record, head, audit)
-
-
-@dataclass(frozen=True)
-class ConfigWrite:
-    """A new config version, built without I/O: its version record, head, audit entry and any blob chunks."""
-
-    record: VersionRecord
-    head: HeadRecord
-    audit: AuditRecord
-    chunks: tuple[bytes, ...]
-
-    def chunk_puts(self, layout: KeyLayout) -> list[tuple[str, bytes]]:
-        """The blob chunks to PUT before the transaction (content-addressed, so a lost race is harmless)."""
-        record = self.record
-        return [
-            (layout.blob_chunk(record.namespace, record.name, record.sha256, i), chunk)
-            for i, chunk in enumerate(self.chunks)
-        ]
-
-    def ops(self, layout: KeyLayout, audit: AuditLog, head_index: int) -> list[TxnOp]:
-        """Create the version, CAS the config head from ``head_index`` (0 = new), create the audit entry."""
-        namespace, name, version = self.record.namespace, self.record.name, self.record.version
-        version_key, head_key = layout.version(namespace, name, version), layout.head(namespace, name)
-        return _write_ops(
-            version_key, self.record.to_bytes(), head_key, self.head.to_bytes(), head_index, audit.op(self.audit)
-        )
-
-
-def config_write(
-    namespace: str,
-    name: str,
-    data: Any,
-    canonical: bytes,
-    sha: str,
-    *,
-    head: HeadRecord | None,
-    schema_version: int,
-    actor: str,
-    message: str,
-    rollback_of: int | None = None,
-    record_overhead: int = 4096,
-) -> ConfigWrite:
-    """The records that make ``data`` the version after ``head`` (validated; ``canonical`` its bytes, ``sha`` theirs).
-
-    ``record_overhead`` is passed to :func:`encode_data`: the larger it is, the sooner the data leaves the record
-    for gzip or blob chunks.
-    """
-    version = head.version + 1 if head else 1
-    encoded = encode_data(data, canonical, record_overhead=record_overhead)
-    now = utcnow()
-    schema_ref = SchemaRef(namespace=namespace, name=name, version=schema_version)
-    record = VersionRecord(
-        namespace=namespace,
-        name=name,
-        version=version,
-        parent=head.version if head else None,
-        sha256=sha,
-        size=len(canonical),
-        schema_ref=schema_ref,
-        author=actor,
-        message=message,
-        created_at=now,
-        rollback_of=rollback_of,
-        encoding=encoded.encoding,
-        data=encoded.inline,
-        chunks=len(encoded.chunks),
-    )
-    new_head = HeadRecord(
-        namespace=namespace,
-        name=name,
-        version=version,
-        sha256=sha,
-        size=len(canonical),
-        schema_ref=schema_ref,
-        author=actor,
-        message=message,
-        created_at=now,
-        data=head_inline(data, canonical),
-    )
-    audit = new_entry(
-        actor=actor,
-        action="rollback" if rollback_of is not None else "push",
-        namespace=namespace,
-        name=name,
-        result="created",
-        status=201,
-        version=version,
-        from_version=rollback_of if rollback_of is not None else (head.version if head else None),
-        message=message,
-    )
-    return ConfigWrite(record, new_head, audit, encoded.chunks)
-
-
-# --- bulk import: what an import is made of and how it is refused (pure) ------------------------------------
-ImportKind = Literal["schema", "config"]
-ImportStatus = Literal["created", "unchanged", "conflict", "failed"]
-ItemField = Literal["", "namespace", "name", "document", "expected_version", "force"]
-# Items one import request may carry; configctl sends at most 500 (and at most ~4 MB) per request.
-MAX_IMPORT_ITEMS = 1000
-
-
-@dataclass(frozen=True)
-class ImportItem:
-    """One document of an import: a schema or a config. ``expected_version`` is the head the caller planned
-    against (0 = must not exist yet); ``force`` (schemas only) registers a schema the current config fails."""
-
-    kind: ImportKind
-    namespace: str
-    name: str
-    document: Any
-    expected_version: int | None = None
-    force: bool = False
-
-    @property
-    def label(self) -> str:
-        return f"{self.namespace}/{self.name}" + (" schema" if self.kind == "schema" else "")
-
-
-@dataclass(frozen=True)
-class ImportOutcome:
-    """What an import did with one item: ``created`` (``version`` is new), ``unchanged`` (identical to the head;
-    nothing written), ``conflict`` (another writer moved a head after the import read it) or ``failed``."""
-
-    index: int
-    item: ImportItem
-    status: ImportStatus
-    version: int | None = None
-    sha256: str | None = None
-    forced: bool = False
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class ItemProblem:
-    """Why one item stops a whole import: the error, and the field of the item it is about."""
-
-    index: int
-    item: ImportItem
-    error: ConfigdError
-    field: ItemField = ""
-
-    def details(self) -> list[ErrorDetail]:
-        """The error as JSON Pointer paths into the request body (``/items/<index>/…``)."""
-        base = f"/items/{self.index}" + (f"/{self.field}" if self.field else "")
-        errors = self.error.errors if isinstance(self.error, ValidationFailed) else []
-        if not errors:
-            return [ErrorDetail(base, f"{self.item.label}: {self.error}")]
-        if self.field == "document":
-            return [ErrorDetail(base + (e.path if e.path != "/" else ""), e.message) for e in errors]
-        # SchemaIncompatible: the paths are in the current config, which is not part of the request.
-        return [ErrorDetail(base, f"{self.item.label}: {self.error} — {e.path}: {e.message}") for e in errors]
-
-
-class ImportRejected(ValidationFailed):
-    """An import refused as a whole: nothing was written. ``problems`` has every bad item, ``errors`` their paths.
-
-    A subclass says when every problem is of one kind, so the answer is the status a single-item write would get
-    (403, 409, 404); a mix is a 422.
-    """
-
-    def __init__(self, problems: list[ItemProblem], total: int) -> None:
-        shown = "; ".join(f"items/{p.index} {p.item.label}: {p.error}" for p in problems[:5])
-        more = f"; … and {len(problems) - 5} more" if len(problems) > 5 else ""
-        bad = len({p.index for p in problems})
-        super().__init__(
-            f"import refused, nothing written: {bad} of {total} item(s) cannot be imported: {shown}{more}",
-            [detail for p in problems for detail in p.details()],
-        )
-        self.problems = problems
-
-
-class ImportForbidden(ImportRejected, Forbidden):
-    """Every problem is an item the token may not write (403)."""
-
-
-class ImportConflict(ImportRejected, VersionConflict):
-    """Every problem is an ``expected_version`` that is not the head (409)."""
-
-    def __init__(self, problems: list[ItemProblem], total: int) -> None:
-        super().__init__(problems, total)
-        only = problems[0].error if len(problems) == 1 else None
-        self.expected = only.expected if isinstance(only, VersionConflict) else None
-        self.actual = only.actual if isinstance(only, VersionConflict) else None
-
-
-class ImportSchemaNotFound(ImportRejected, SchemaNotFound):
-    """Every problem is a config with no schema, neither registered nor in the import (404)."""
-
-
-_REJECTIONS: tuple[tuple[type[ConfigdError], type[ImportRejected]], ...] = (
-    (Forbidden, ImportForbidden),
-    (VersionConflict, ImportConflict),
-    (SchemaNotFound, ImportSchemaNotFound),
-)
-
-
-def import_rejection(problems: list[ItemProblem], total: int) -> ImportRejected:
-    """The exception that refuses an import with ``problems`` (non-empty) among ``total`` items."""
-    for kind, rejection in _REJECTIONS:
-        if all(isinstance(p.error, kind) for p in problems):
-            return rejection(problems, total)
-    return ImportRejected(problems, total)
-
-
-def pack_transactions(
-    groups: list[tuple[int, int]], *, max_ops: int = CONSUL_TXN_MAX_OPS, max_bytes: int = CONSUL_TXN_MAX_BYTES
-) -> list[range]:
-    """Consecutive groups, each ``(operations, bytes of its JSON)``, packed into as few transactions as Consul 1.8
-    allows (64 operations, 512 KiB of body); each range indexes the groups of one transaction. A group is never
-    split. The bytes add up exactly: the JSON of a list of operations is the sum of its groups' JSON."""
-    batches: list[range] = []
-    start = ops = size = 0
-    for index, (count, length) in enumerate(groups):
-        if index > start and (ops + count > max_ops or size + length > max_bytes):
-            batches.append(range(start, index))
-            start, ops, size = index, 0, 0
-        ops += count
-        size += length
-    if start < len(groups):
-        batches.append(range(start, len(groups)))
-    return batches
-
-
-@dataclass(frozen=True)
-class _Checked:
-    """An item whose name and document passed the checks that need no Consul: its canonical bytes and hash."""
-
-    index: int
-    item: ImportItem
-    canonical: bytes
-    sha: str
-
-
-@dataclass
-class _Group:
-    """One config's items in an import (its schema, its data, or both); they commit together or not at all."""
-
-    namespace: str
-    name: str
-    schema: _Checked | None = None
-    config: _Checked | None = None
-
-
-def _check_items(items: list[ImportItem]) -> tuple[list[_Group], list[ItemProblem]]:
-    """Names, duplicates, documents, sizes and schema meta-validation of every item; no I/O.
-
-    A config whose items are not all sound is left out of the groups (its problems are reported).
-    """
-    problems: list[ItemProblem] = []
-    groups: dict[tuple[str, str], _Group] = {}
-    broken: set[tuple[str, str]] = set()
-    seen: dict[tuple[str, str, str], int] = {}
-    sound_schemas: set[bytes] = set()
-    for index, item in enumerate(items):
-        try:
-            validate_name(item.namespace, "namespace")
-        except InvalidName as exc:
-            problems.append(ItemProblem(index, item, exc, "namespace"))
-            continue
-        try:
-            validate_name(item.name, "name")
-        except InvalidName as exc:
-            problems.append(ItemProblem(index, item, exc, "name"))
-            continue
-        ref = (item.namespace, item.name)
-        first = seen.setdefault((item.kind, *ref), index)
-        if first != index:
-            broken.add(ref)
-            problems.append(ItemProblem(index, item, ValidationFailed(f"the same {item.kind} as items/{first}")))
-            continue
-        if item.force and item.kind == "config":
-            broken.add(ref)
-            problems.append(ItemProblem(index, item, ValidationFailed("force applies to schema items only"), "force"))
-            continue
-        try:
-            if item.kind == "schema":
-                canonical = _checked_schema_once(item, sound_schemas)
-            else:
-                canonical = checked_config(item.document)
-        except ConfigdError as exc:
-            broken.add(ref)
-            problems.append(ItemProblem(index, item, exc, "document"))
-            continue
-        group = groups.setdefault(ref, _Group(*ref))
-        checked = _Checked(index, item, canonical, sha256_hex(canonical))
-        if item.kind == "schema":
-            group.schema = checked
-        else:
-            group.config = checked
-    return [g for ref, g in groups.items() if ref not in broken], problems
-
-
-def _checked_schema_once(item: ImportItem, sound: set[bytes]) -> bytes:
-    """:func:`checked_schema`, once per distinct schema of an import (imports often bring one schema many times,
-    and the verdict depends on the content alone); ``sound`` holds the canonical bytes of those that passed."""
-    if isinstance(item.document, dict):
-        try:
-            canonical = canonical_json(item.document)
-        except (InvalidConfig, RecursionError):  # checked_schema says why, depth first
-            canonical = b""
-        if canonical in sound:
-            return canonical
-    canonical = checked_schema(item.namespace, item.name, item.document)
-    sound.add(canonical)
-    return canonical
-
-
-@dataclass(frozen=True)
-class _GroupPlan:
-    """What an import does with one config, decided without I/O from the heads it read."""
-
-    group: _Group
-    current: Heads
-    schema: SchemaWrite | None = None
-    config: ConfigWrite | None = None
-    unchanged: tuple[ImportOutcome, ...] = ()
-    problems: tuple[ItemProblem, ...] = ()
-
-    def ops(self, layout: KeyLayout, audit: AuditLog) -> list[TxnOp]:
-        """The group's operations, guarded like a push and a registration: every head it depends on must still
-        be where it was read. A schema and its config written together guard each other by their own CAS."""
-        ns, name, current = self.group.namespace, self.group.name, self.current
-        if self.schema is not None and self.config is not None:
-            return [
-                *self.schema.ops(layout, audit, current.schema_index),
-                *self.config.ops(layout, audit, current.head_index),
-            ]
-        if self.schema is not None:
-            return [
-                config_guard(layout, ns, name, current.head_index),
-                *self.schema.ops(layout, audit, current.schema_index),
-            ]
-        if self.config is not None:
-            return [
-                op_check_index(layout.schema_head(ns, name), current.schema_index),
-                *self.config.ops(layout, audit, current.head_index),
-            ]
-        return []
-
-    def created(self) -> list[ImportOutcome]:
-        found: list[ImportOutcome] = []
-        if self.schema is not None and self.group.schema is not None:
-            record = self.schema.record
-            found.append(
-                ImportOutcome(
-                    self.group.schema.index,
-                    self.group.schema.item,
-                    "created",
-                    record.version,
-                    record.sha256,
-                    record.forced,
-                )
-            )
-        if self.config is not None and self.group.config is not None:
-            head = self.config.head
-            found.append(
-                ImportOutcome(self.group.config.index, self.group.config.item, "created", head.version, head.sha256)
-            )
-        return found
-
-    def missed(self, status: ImportStatus, detail: str) -> list[ImportOutcome]:
-        """The outcomes of the items this group would have written, when its transaction did not commit."""
-        return [ImportOutcome(o.index, o.item, status, detail=detail) for o in self.created()]
-
-
-def _plan_group(
-    group: _Group,
-    current: Heads,
-    validators: dict[str, Draft202012Validator],
-    live_data: Any | None,
-    *,
-    actor: str,
-    message: str,
-    record_overhead: int = 4096,
-) -> _GroupPlan:
-    """Decide one config's part of an import (pure): the same checks, in the same order, as ``register_schema``
-    and ``push``, except that a config is validated against the schema it will have after the import — the one
-    in the import when it brings one — and that every problem is collected instead of raised.
-
-    ``validators`` holds a compiled validator per schema sha256 (the new schema's and the current one's);
-    ``live_data`` is the current config, needed only when a schema comes without its config.
-    """
-    problems: list[ItemProblem] = []
-    unchanged: list[ImportOutcome] = []
-    schema_out: SchemaWrite | None = None
-    config_out: ConfigWrite | None = None
-    ns, name = group.namespace, group.name
-    live_schema = current.schema.version if current.schema else 0
-    validator = validators.get(current.schema.sha256) if current.schema else None
-    schema_version = live_schema
-    if (s := group.schema) is not None:
-        expected = s.item.expected_version
-        if expected is not None and expected != live_schema:
-            conflict = VersionConflict(
-                f"expected schema version {expected}, but the current one is {live_schema}",
-                expected=expected,
-                actual=live_schema,
-            )
-            problems.append(ItemProblem(s.index, s.item, conflict, "expected_version"))
-        validator = validators[s.sha]
-        if current.schema is not None and current.schema.sha256 == s.sha:
-            unchanged.append(ImportOutcome(s.index, s.item, "unchanged", live_schema, s.sha))
-        else:
-            schema_out = schema_write(
-                ns,
-                name,
-                s.item.document,
-                s.sha,
-                current=current.schema,
-                actor=actor,
-                message=message,
-                forced=s.item.force,
-            )
-            schema_version = schema_out.record.version
-    head = current.head
-    live = head.version if head is not None and not head.deleted else 0
-    if (c := group.config) is not None:
-        expected = c.item.expected_version
-        if expected is not None and expected != live:
-            conflict = VersionConflict(
-                f"expected version {expected}, but the head is {live}", expected=expected, actual=live
-            )
-            problems.append(ItemProblem(c.index, c.item, conflict, "expected_version"))
-        if validator is None:
-            missing = SchemaNotFound(f"no schema is registered for {ns}/{name} and the import brings none")
-            problems.append(ItemProblem(c.index, c.item, missing))
-        elif errors := config_errors(validator, c.item.document):
-            failed = ValidationFailed(f"{len(errors)} validation error(s) against schema v{schema_version}", errors)
-            problems.append(ItemProblem(c.index, c.item, failed, "document"))
-        elif head is not None and live and head.sha256 == c.sha:
-            unchanged.append(ImportOutcome(c.index, c.item, "unchanged", live, c.sha))
-        else:
-            config_out = config_write(
-                ns,
-                name,
-                c.item.document,
-                c.canonical,
-                c.sha,
-                head=head,
-                schema_version=schema_version,
-                actor=actor,
-                message=message,
-                record_overhead=record_overhead,
-            )
-    elif (
-        schema_out is not None
-        and live_data is not None
-        and group.schema is not None
-        and not group.schema.item.force
-        and (errors := config_errors(validators[group.schema.sha], live_data))
-    ):
-        incompatible = SchemaIncompatible(
-            "the current config would fail this schema; import the config with it, or set force", errors
-        )
-        problems.append(ItemProblem(group.schema.index, group.schema.item, incompatible))
-    if problems:
-        return _GroupPlan(group, current, problems=tuple(problems))
-    return _GroupPlan(group, current, schema_out, config_out, tuple(unchanged))
-
-
-_RACE_DETAIL = "another write moved a head after the import read it; nothing of this config was written"
-
-
-def _common_prefix(names: list[str]) -> str:
-    """The longest string every name starts with (that of the first and last in sort order)."""
-    first, last = min(names), max(names)
-    size = next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), min(len(first), len(last)))
-    return first[:size]
-
-
-def _json_size(ops: list[TxnOp]) -> int:
-    """Bytes of the JSON body Consul receives for ``ops`` (how ConsulGateway.txn encodes it)."""
-    return len(json.dumps(ops))
 
 
 class SchemaRegistry:
@@ -1303,25 +727,25 @@ class ConfigStore:
         _clip(actor, MAX_AUTHOR_CHARS, "author")
         if not 0 < len(items) <= MAX_IMPORT_ITEMS:
             raise ValidationFailed(f"an import carries 1 to {MAX_IMPORT_ITEMS} items, not {len(items)}")
-        groups, problems = _check_items(items)
+        groups, problems = check_items(items)
         current = self._import_heads([(g.namespace, g.name) for g in groups])
         validators = self._import_validators(groups, current)
         unchanged: list[ImportOutcome] = []
-        writes: list[tuple[_GroupPlan, list[TxnOp], int]] = []
+        writes: list[tuple[GroupPlan, list[TxnOp], int]] = []
         for group in groups:
             heads = current[(group.namespace, group.name)]
             live_data = self._live_data(heads.head) if self._needs_live_data(group, heads) else None
-            plan = _plan_group(group, heads, validators, live_data, actor=actor, message=message)
+            plan = plan_group(group, heads, validators, live_data, actor=actor, message=message)
             ops = plan.ops(self.layout, self.audit)
-            size = _json_size(ops)
+            size = json_size(ops)
             if size > CONSUL_TXN_MAX_BYTES and plan.schema is not None and plan.config is not None:
                 # Too large for one transaction with its schema: the data moves to blob chunks (written first),
                 # so the pair still commits atomically.
-                plan = _plan_group(
+                plan = plan_group(
                     group, heads, validators, live_data, actor=actor, message=message, record_overhead=MAX_RECORD_BYTES
                 )
                 ops = plan.ops(self.layout, self.audit)
-                size = _json_size(ops)
+                size = json_size(ops)
             problems.extend(plan.problems)
             unchanged.extend(plan.unchanged)
             if ops:
@@ -1345,7 +769,7 @@ class ConfigStore:
             names.setdefault(namespace, []).append(name)
         wanted: list[str] = []
         for namespace, members in names.items():
-            stem = _common_prefix(members)
+            stem = common_prefix(members)
             present = set(self.gateway.keys(self.layout.head(namespace, stem)))
             present.update(self.gateway.keys(self.layout.schema_head(namespace, stem)))
             for name in members:
@@ -1377,7 +801,7 @@ class ConfigStore:
         return current
 
     def _import_validators(
-        self, groups: list[_Group], current: dict[tuple[str, str], Heads]
+        self, groups: list[ImportGroup], current: dict[tuple[str, str], Heads]
     ) -> dict[str, Draft202012Validator]:
         """A validator per schema sha256 the import needs: each new schema compiled once, each current schema a
         config is validated against loaded in batches (and cached like a push's)."""
@@ -1395,7 +819,7 @@ class ConfigStore:
         return self.schemas.validators(needed) | validators
 
     @staticmethod
-    def _needs_live_data(group: _Group, heads: Heads) -> bool:
+    def _needs_live_data(group: ImportGroup, heads: Heads) -> bool:
         """A schema imported without its config is checked against the current config (unless forced)."""
         return (
             group.schema is not None
@@ -1412,7 +836,7 @@ class ConfigStore:
         inline = head.inline_data()
         return inline if inline is not None else self.data(self.version(head.namespace, head.name, head.version))
 
-    def _commit_import(self, writes: list[tuple[_GroupPlan, list[TxnOp], int]]) -> list[ImportOutcome]:
+    def _commit_import(self, writes: list[tuple[GroupPlan, list[TxnOp], int]]) -> list[ImportOutcome]:
         """Commit the planned writes in packed transactions; the outcome of every item they write.
 
         A transaction that loses a CAS race is retried config by config, so the race costs only the configs
@@ -1450,12 +874,12 @@ class ConfigStore:
         return outcomes
 
     def _commit_group(
-        self, plan: _GroupPlan, ops: list[TxnOp], failure: ConfigdError | None
+        self, plan: GroupPlan, ops: list[TxnOp], failure: ConfigdError | None
     ) -> tuple[list[ImportOutcome], ConfigdError | None]:
         try:
             self.gateway.txn(ops)
         except VersionConflict:
-            return plan.missed("conflict", _RACE_DETAIL), failure
+            return plan.missed("conflict", RACE_DETAIL), failure
         except ConfigdError as exc:
             return plan.missed("failed", str(exc)), failure or exc
         return plan.created(), failure

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from configd.store import ConfigStore, ImportItem, pack_transactions
+from configd.bulk import ImportItem, pack_transactions
+from configd.store import ConfigStore
 from configd_client._consul import ConsulGateway, KVEntry, TxnOp
 from configd_client._layout import CONSUL_TXN_MAX_OPS, MAX_JSON_DEPTH, KeyLayout
 from configd_client._records import AuditRecord, HeadRecord, SchemaVersionRecord, VersionRecord

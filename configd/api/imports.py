@@ -16,8 +16,8 @@ from configd_client._exceptions import InvalidName
 from configd_client._layout import validate_name
 
 from ..auth import Principal, Role
+from ..bulk import ImportItem, ImportKind, ImportRejected, ItemProblem, import_rejection
 from ..errors import Forbidden
-from ..store import ImportItem, ImportKind, ImportRejected, ItemProblem, import_rejection
 from .deps import Authorize, State, WriteAttempt, body_openapi, json_body
 from .models import ErrorBody, ImportBody, ImportItemResult, ImportView
 

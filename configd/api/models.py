@@ -11,7 +11,7 @@ from configd_client._exceptions import ErrorDetail
 from configd_client._layout import MAX_MESSAGE_CHARS
 from configd_client._records import AuditRecord, HeadRecord, SchemaHeadRecord, SchemaVersionRecord, VersionRecord
 
-from ..store import MAX_IMPORT_ITEMS, ImportOutcome
+from ..bulk import MAX_IMPORT_ITEMS, ImportOutcome
 
 
 def _json_integer(value: Any) -> Any:
