@@ -40,7 +40,8 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> di
     versions = dict.fromkeys(names, 1)
     raw_seq = 0
     with server.client() as http, httpx.Client(base_url=floor_url, timeout=60) as floor_http:
-        floor_http.put("/noop")  # the first request opens the connection; every measured one reuses it
+        # Open the connections (bench → floor app → Consul) before measuring: every measured write reuses them.
+        ok(floor_http.put(f"/kv/{raw_key}-warm-up", params={"value": "0"}))
         for n in counts:
             children = Children(env)
             cache = env.workdir / f"cache-{n}"
