@@ -482,13 +482,7 @@ class ConfigStore:
             found = {e.key: e for e in self.gateway.txn([op_get(head_key), op_get(schema_key)])}
         except VersionConflict:  # a read transaction fails as a whole when a key is missing: read them apart
             found = {key: entry for key in (head_key, schema_key) if (entry := self.gateway.get(key)) is not None}
-        head, schema = found.get(head_key), found.get(schema_key)
-        heads = Heads(
-            head=HeadRecord.from_bytes(head.value) if head else None,
-            head_index=head.modify_index if head else 0,
-            schema=SchemaHeadRecord.from_bytes(schema.value) if schema else None,
-            schema_index=schema.modify_index if schema else 0,
-        )
+        heads = Heads.of(found.get(head_key), found.get(schema_key))
         self._known.put(namespace, name, heads)
         return heads
 
@@ -498,7 +492,7 @@ class ConfigStore:
         validate_name(name, "name")
         current = self._read_heads(namespace, name)
         head = current.head if current.head and not current.head.deleted else None
-        old = self.data(self.version(namespace, name, head.version)) if head else None
+        old = self._current_data(head)
         try:
             self._validated(namespace, name, data, current.schema)
             errors: list[Any] = []
@@ -696,9 +690,7 @@ class ConfigStore:
 
         def current() -> Any | None:
             found = self._head(namespace, name)
-            if found is None or found[0].deleted:
-                return None
-            return self.data(self.version(namespace, name, found[0].version))
+            return self._current_data(found[0] if found else None)
 
         self._known.forget(namespace, name)
         return self.schemas.register(
@@ -734,7 +726,7 @@ class ConfigStore:
         writes: list[tuple[GroupPlan, list[TxnOp], int]] = []
         for group in groups:
             heads = current[(group.namespace, group.name)]
-            live_data = self._live_data(heads.head) if self._needs_live_data(group, heads) else None
+            live_data = self._current_data(heads.head) if self._needs_live_data(group, heads) else None
             plan = plan_group(group, heads, validators, live_data, actor=actor, message=message)
             ops = plan.ops(self.layout, self.audit)
             size = json_size(ops)
@@ -788,15 +780,8 @@ class ConfigStore:
             found.update((e.key, e) for e in entries)
         current: dict[tuple[str, str], Heads] = {}
         for namespace, name in refs:
-            head, schema = (
-                found.get(self.layout.head(namespace, name)),
-                found.get(self.layout.schema_head(namespace, name)),
-            )
-            current[(namespace, name)] = Heads(
-                head=HeadRecord.from_bytes(head.value) if head else None,
-                head_index=head.modify_index if head else 0,
-                schema=SchemaHeadRecord.from_bytes(schema.value) if schema else None,
-                schema_index=schema.modify_index if schema else 0,
+            current[(namespace, name)] = Heads.of(
+                found.get(self.layout.head(namespace, name)), found.get(self.layout.schema_head(namespace, name))
             )
         return current
 
@@ -830,7 +815,8 @@ class ConfigStore:
             and (heads.schema is None or heads.schema.sha256 != group.schema.sha)
         )
 
-    def _live_data(self, head: HeadRecord | None) -> Any | None:
+    def _current_data(self, head: HeadRecord | None) -> Any | None:
+        """The document a live head points to: carried in the head when small, else read from its version."""
         if head is None or head.deleted:
             return None
         inline = head.inline_data()

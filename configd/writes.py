@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from configd_client._consul import (
+    KVEntry,
     TxnOp,
     op_cas,
     op_check_index,
@@ -52,6 +53,16 @@ class Heads:
     head_index: int
     schema: SchemaHeadRecord | None
     schema_index: int
+
+    @classmethod
+    def of(cls, head: KVEntry | None, schema: KVEntry | None) -> Heads:
+        """The heads as read from Consul (None: the key does not exist)."""
+        return cls(
+            head=HeadRecord.from_bytes(head.value) if head else None,
+            head_index=head.modify_index if head else 0,
+            schema=SchemaHeadRecord.from_bytes(schema.value) if schema else None,
+            schema_index=schema.modify_index if schema else 0,
+        )
 
 
 # --- the records of one write: pure, shared by push, schema registration and import --------------------
