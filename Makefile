@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONSUL_STAMP := .cache/consul/usr/bin/consul
 
-.PHONY: bench run test install consul chromium lint typecheck schemas screenshots clean
+.PHONY: bench bench-smoke run test test-unit test-integration test-browser test-reliability install consul chromium lint typecheck schemas screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "configd needs Python >= 3.11"; exit 1; }
@@ -29,29 +29,45 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $@
 
+# `make bench QUICK=1`: tiny parameters, ~1 min, results to .cache/bench-quick (the committed docs stay as they are).
 bench: $(BENCH_STAMP) consul
+ifdef QUICK
+	$(PY) -m bench.run --quick --out .cache/bench-quick/latest.json --doc .cache/bench-quick/benchmarks.md --plot .cache/bench-quick/benchmarks.png
+else
 	$(PY) -m bench.run
+endif
+
+# The benchmark scripts end to end with tiny parameters, as a test (opt-in; not part of `make test`).
+bench-smoke: $(BENCH_STAMP) consul
+	$(PY) -m pytest tests/bench -m bench
 
 # The main job needs no browser: only the tests and `make screenshots` install Chromium.
 run: $(STAMP) consul
 	$(PY) -m configd dev
 
+# Tiers (docs/architecture.md): unit (no network, seconds), integration (real Consul + servers), browser (real
+# Chromium), reliability (failover, outages, hostile input). `make test` runs all four.
 test: install
 	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+test-integration: install
+	$(PY) -m pytest tests/integration
+
+test-browser: install
+	$(PY) -m pytest tests/browser
 
 # The fast reliability tests also run in `make test`; this adds the long ones (reliability_long).
 test-reliability: install
 	$(PY) -m pytest tests/reliability -m "reliability or reliability_long" -s
 
 typecheck: install
-	@mkdir -p .cache/typecheck
-	@ln -sfn ../../configd .cache/typecheck/configd
-	@ln -sfn ../../client .cache/typecheck/configd_client
-	@ln -sfn ../../cli .cache/typecheck/configctl
-	$(VENV)/bin/mypy -p configd -p configd_client -p configctl
+	$(VENV)/bin/mypy -p configd -p configd_core -p configd_client -p configctl
 
 lint: install
-	$(VENV)/bin/ruff check configd client cli tests scripts examples bench
+	$(VENV)/bin/ruff check configd core client cli tests scripts examples bench
 	$(MAKE) typecheck
 
 screenshots: install

@@ -114,8 +114,8 @@ def run_configd(args: argparse.Namespace) -> None:
 def run_raw(args: argparse.Namespace) -> None:
     """One blocking query on one key through the same Consul client the SDK uses (``ConsulGateway``: py-consul
     on urllib3), doing nothing after a wake but decode the value (and, with ``--chunks``, read and parse them)."""
-    from configd_client._blocking import next_wait_index
-    from configd_client._consul import ConsulGateway
+    from configd_core.blocking import next_wait_index
+    from configd_core.consul import ConsulGateway
 
     say("BASE " + json.dumps(stats()))
     gateway = ConsulGateway(args.consul, timeout=70)

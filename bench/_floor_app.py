@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from configd_client._consul import ConsulGateway, op_cas, op_check_index, op_set
+from configd_core.consul import ConsulGateway, op_cas, op_check_index, op_set
 
 
 def create(consul_addr: str, prefix: str, sizes: dict[str, int]) -> FastAPI:

@@ -33,9 +33,9 @@ from configctl._cmd_sync import IMPORT_PARALLEL, IMPORT_REQUEST_ITEMS
 from configd.audit import AuditLog
 from configd.bulk import pack_transactions
 from configd.writes import config_write, schema_write
-from configd_client._consul import ConsulGateway, TxnOp, op_get
-from configd_client._layout import KeyLayout
-from configd_client._records import canonical_json, sha256_hex
+from configd_core.consul import ConsulGateway, TxnOp, op_get
+from configd_core.layout import KeyLayout
+from configd_core.records import canonical_json, sha256_hex
 
 from ._env import ADMIN_TOKEN, SCHEMA, BenchEnv, config_data, ok, setup_configs
 from ._stats import ratio, summary_ms

@@ -12,8 +12,8 @@ import random
 import time
 from typing import Any
 
-from configd_client._consul import ConsulGateway
-from configd_client._records import canonical_json, encode_data
+from configd_core.consul import ConsulGateway
+from configd_core.records import canonical_json, encode_data
 
 from ._children import Children
 from ._env import LOOSE_SCHEMA, BenchEnv, ok

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from configd_client._consul import ConsulGateway
+from configd_core.consul import ConsulGateway
 
 from ._children import Children
 from ._env import BenchEnv, config_data, ok, setup_configs

@@ -24,8 +24,8 @@ import consul
 import httpx
 import requests.adapters
 
-from configd_client._consul import ConsulGateway, op_cas, op_check_index, op_set
-from configd_client._layout import KeyLayout
+from configd_core.consul import ConsulGateway, op_cas, op_check_index, op_set
+from configd_core.layout import KeyLayout
 
 from ._env import ADMIN_TOKEN, BenchEnv, Server, config_data, ok, setup_configs
 from ._stats import ratio

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from configd_client._exceptions import ConfigdError
+from configd_core.errors import ConfigdError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from configd_client._consul import ConsulGateway
-from configd_client._diff import json_pointer
-from configd_client._exceptions import (
+from configd_core.consul import ConsulGateway
+from configd_core.diff import json_pointer
+from configd_core.errors import (
     ConfigdError,
     ConfigTooLarge,
     ConsulPermissionDenied,
@@ -34,7 +34,7 @@ from configd_client._exceptions import (
     ValidationFailed,
     VersionConflict,
 )
-from configd_client._layout import NAME_MAX_LENGTH, NAME_PATTERN, KeyLayout
+from configd_core.layout import NAME_MAX_LENGTH, NAME_PATTERN, KeyLayout
 
 from . import __version__
 from .api import ROUTERS

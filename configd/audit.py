@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from configd_client._consul import ConsulGateway, TxnOp, op_create, op_get
-from configd_client._layout import CONSUL_TXN_MAX_OPS, MAX_MESSAGE_CHARS, KeyLayout, validate_name
-from configd_client._records import AuditRecord
+from configd_core.consul import ConsulGateway, TxnOp, op_create, op_get
+from configd_core.layout import CONSUL_TXN_MAX_OPS, MAX_MESSAGE_CHARS, KeyLayout, validate_name
+from configd_core.records import AuditRecord
 
 
 def new_entry(

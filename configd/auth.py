@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from configd_client._exceptions import ConfigdError
+from configd_core.errors import ConfigdError
 
 from .errors import Forbidden, Unauthenticated
 

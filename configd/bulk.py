@@ -10,11 +10,11 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 
-from configd_client._consul import (
+from configd_core.consul import (
     TxnOp,
     op_check_index,
 )
-from configd_client._exceptions import (
+from configd_core.errors import (
     ConfigdError,
     ErrorDetail,
     InvalidConfig,
@@ -24,13 +24,13 @@ from configd_client._exceptions import (
     ValidationFailed,
     VersionConflict,
 )
-from configd_client._layout import (
+from configd_core.layout import (
     CONSUL_TXN_MAX_BYTES,
     CONSUL_TXN_MAX_OPS,
     KeyLayout,
     validate_name,
 )
-from configd_client._records import (
+from configd_core.records import (
     canonical_json,
     sha256_hex,
 )

@@ -11,7 +11,7 @@ ConfigdError (configd_client)
 
 from __future__ import annotations
 
-from configd_client._exceptions import ConfigdError
+from configd_core.errors import ConfigdError
 
 
 class RequestRejected(ConfigdError):

@@ -1,4 +1,4 @@
-"""Generate ``schemas/records/*.schema.json`` from the record models in ``configd_client._records``.
+"""Generate ``schemas/records/*.schema.json`` from the record models in ``configd_core.records``.
 
 The models are the one definition of each record format; the JSON Schemas are derived for readers outside Python
 (``consul kv get`` users, other languages). ``make schemas`` rewrites them; a test keeps them in sync.
@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from configd_client._records import RECORD_MODELS
+from configd_core.records import RECORD_MODELS
 
 
 def render() -> dict[str, str]:

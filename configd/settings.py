@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from configd_client._consul import DEFAULT_ADDRESS
-from configd_client._layout import DEFAULT_PREFIX
+from configd_core.consul import DEFAULT_ADDRESS
+from configd_core.layout import DEFAULT_PREFIX
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 
-from configd_client._consul import (
+from configd_core.consul import (
     ConsulGateway,
     KVEntry,
     TxnOp,
@@ -26,8 +26,8 @@ from configd_client._consul import (
     op_check_index,
     op_get,
 )
-from configd_client._diff import Change, diff_json, unified_diff
-from configd_client._exceptions import (
+from configd_core.diff import Change, diff_json, unified_diff
+from configd_core.errors import (
     ConfigdError,
     NotFound,
     SchemaIncompatible,
@@ -35,7 +35,7 @@ from configd_client._exceptions import (
     ValidationFailed,
     VersionConflict,
 )
-from configd_client._layout import (
+from configd_core.layout import (
     CONSUL_TXN_MAX_BYTES,
     CONSUL_TXN_MAX_OPS,
     MAX_AUTHOR_CHARS,
@@ -44,7 +44,7 @@ from configd_client._layout import (
     KeyLayout,
     validate_name,
 )
-from configd_client._records import (
+from configd_core.records import (
     AuditRecord,
     HeadRecord,
     SchemaHeadRecord,

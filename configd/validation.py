@@ -20,9 +20,9 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from configd_client._diff import escape_token, json_pointer
-from configd_client._exceptions import ErrorDetail, InvalidConfig
-from configd_client._records import canonical_json
+from configd_core.diff import escape_token, json_pointer
+from configd_core.errors import ErrorDetail, InvalidConfig
+from configd_core.records import canonical_json
 
 MAX_REPORTED_ERRORS = 500
 # Keywords whose values are instance data, not subschemas: a "$ref" key inside them is not a reference.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from configd_client._consul import (
+from configd_core.consul import (
     KVEntry,
     TxnOp,
     op_cas,
@@ -17,16 +17,16 @@ from configd_client._consul import (
     op_check_not_exists,
     op_create,
 )
-from configd_client._exceptions import (
+from configd_core.errors import (
     ConfigTooLarge,
     ValidationFailed,
 )
-from configd_client._layout import (
+from configd_core.layout import (
     MAX_CONFIG_BYTES,
     MAX_SCHEMA_BYTES,
     KeyLayout,
 )
-from configd_client._records import (
+from configd_core.records import (
     AuditRecord,
     HeadRecord,
     SchemaHeadRecord,

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from configd_client._consul import ConsulGateway
-from configd_client._records import AuditRecord
+from configd_core.consul import ConsulGateway
+from configd_core.records import AuditRecord
 from tests.conftest import ServerProcess, kv_tree
 
 SERVICE_SCHEMA: dict[str, Any] = {

@@ -22,8 +22,19 @@ import httpx
 import pytest
 
 from configd.devagent import ConsulAgent, free_ports
-from configd_client._consul import ConsulGateway
-from configd_client._layout import KeyLayout
+from configd_core.consul import ConsulGateway
+from configd_core.layout import KeyLayout
+
+# Tiers by folder (docs/architecture.md): `pytest -m unit` runs in seconds with no network.
+_TIERS = ("unit", "integration", "browser", "reliability", "bench")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.relative_to(Path(__file__).parent).parts
+        if parts and parts[0] in _TIERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ import logging
 
 from fastapi import APIRouter
 
-from configd_client._layout import validate_name
-from configd_client._records import ClientRecord, HeadRecord
+from configd_core.layout import validate_name
+from configd_core.records import ClientRecord, HeadRecord
 
 from .deps import Reader, Store
 from .models import AppliedConfig, ClientsView, ClientView, ErrorBody

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from configd_client._exceptions import NotFound
+from configd_core.errors import NotFound
 
 from .deps import DeleteAdmin, Pusher, Reader, RollbackEditor, State, Store, body_openapi, json_body, note_message
 from .models import (

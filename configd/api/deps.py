@@ -19,10 +19,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
-from configd_client._diff import json_pointer
-from configd_client._exceptions import ErrorDetail, InvalidConfig, InvalidName, ValidationFailed
-from configd_client._layout import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, validate_name
-from configd_client._records import json_depth
+from configd_core.diff import json_pointer
+from configd_core.errors import ErrorDetail, InvalidConfig, InvalidName, ValidationFailed
+from configd_core.layout import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, validate_name
+from configd_core.records import json_depth
 
 from ..auth import Principal, Role, TokenBook
 from ..errors import BadRequest, RequestTooLarge, UnsupportedMediaType

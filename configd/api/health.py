@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from configd_client._exceptions import ConsulPermissionDenied, ConsulUnavailable
+from configd_core.errors import ConsulPermissionDenied, ConsulUnavailable
 
 from .deps import State
 from .models import HealthView

@@ -12,8 +12,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from configd_client._exceptions import InvalidName
-from configd_client._layout import validate_name
+from configd_core.errors import InvalidName
+from configd_core.layout import validate_name
 
 from ..auth import Principal, Role
 from ..bulk import ImportItem, ImportKind, ImportRejected, ItemProblem, import_rejection

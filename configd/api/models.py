@@ -6,10 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from configd_client._diff import Change
-from configd_client._exceptions import ErrorDetail
-from configd_client._layout import MAX_MESSAGE_CHARS
-from configd_client._records import AuditRecord, HeadRecord, SchemaHeadRecord, SchemaVersionRecord, VersionRecord
+from configd_core.diff import Change
+from configd_core.errors import ErrorDetail
+from configd_core.layout import MAX_MESSAGE_CHARS
+from configd_core.records import AuditRecord, HeadRecord, SchemaHeadRecord, SchemaVersionRecord, VersionRecord
 
 from ..bulk import MAX_IMPORT_ITEMS, ImportOutcome
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from configd_client._exceptions import NotFound
+from configd_core.errors import NotFound
 
 from .deps import JSONDocument, Reader, SchemaAdmin, State, Store, body_openapi, note_message
 from .models import ErrorBody, SchemaListView, SchemaSummary, SchemaView, SchemaWriteResult

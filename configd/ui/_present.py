@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from markupsafe import Markup, escape
 
-from configd_client._diff import Change
+from configd_core.diff import Change
 
 from ..api.models import ClientView
 

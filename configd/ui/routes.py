@@ -21,10 +21,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.concurrency import run_in_threadpool
 
-from configd_client._diff import diff_json
-from configd_client._exceptions import ConfigdError, NotFound, ValidationFailed, VersionConflict
-from configd_client._layout import MAX_MESSAGE_CHARS, validate_name
-from configd_client._records import AuditRecord, ClientRecord, HeadRecord
+from configd_core.diff import diff_json
+from configd_core.errors import ConfigdError, NotFound, ValidationFailed, VersionConflict
+from configd_core.layout import MAX_MESSAGE_CHARS, validate_name
+from configd_core.records import AuditRecord, ClientRecord, HeadRecord
 
 from ..api.clients import client_view
 from ..api.deps import ServerState, get_state

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
 
-from configd_client._consul import ConsulGateway
-from configd_client._layout import KeyLayout
-from configd_client._records import HeadRecord, VersionRecord, canonical_json, decode_data, sha256_hex
+from configd_core.consul import ConsulGateway
+from configd_core.layout import KeyLayout
+from configd_core.records import HeadRecord, VersionRecord, canonical_json, decode_data, sha256_hex
 
 
 @dataclass
@@ -84,13 +85,36 @@ def cpu_seconds(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def cpu_share(processes: dict[str, psutil.Process], seconds: float) -> dict[str, float]:
-    """Each process's CPU use over the next ``seconds``, as a fraction of one core."""
-    before = {name: cpu_seconds(p) for name, p in processes.items()}
+class SdkThreadsCpu:
+    """CPU seconds of this process's SDK threads (named ``configd-…``), remembered per native thread id.
+
+    pytest, the fixtures and the test's own polling share the process, so measuring all of it measures them too.
+    Linux accounts CPU per thread (psutil reads ``/proc/self/task``); a thread that ended between two samples
+    keeps its last reading.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, float] = {}
+
+    def sample(self) -> float:
+        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+        for task in psutil.Process().threads():
+            if names.get(task.id, "").startswith("configd-"):
+                self._seen[task.id] = task.user_time + task.system_time
+        return sum(self._seen.values())
+
+
+def cpu_share(processes: dict[str, psutil.Process | SdkThreadsCpu], seconds: float) -> dict[str, float]:
+    """Each process's (or the SDK threads') CPU use over the next ``seconds``, as a fraction of one core."""
+
+    def used(what: psutil.Process | SdkThreadsCpu) -> float:
+        return what.sample() if isinstance(what, SdkThreadsCpu) else cpu_seconds(what)
+
+    before = {name: used(p) for name, p in processes.items()}
     started = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - started
-    return {name: (cpu_seconds(p) - before[name]) / elapsed for name, p in processes.items()}
+    return {name: (used(p) - before[name]) / elapsed for name, p in processes.items()}
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, tick: float = 0.02) -> float | None:

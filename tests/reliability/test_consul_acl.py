@@ -16,8 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from configd.devagent import ConsulAgent
 from configd_client import ConfigClient, ConsulPermissionDenied
-from configd_client._consul import ConsulGateway
-from configd_client._layout import KeyLayout
+from configd_core.consul import ConsulGateway
+from configd_core.layout import KeyLayout
 from tests.conftest import start_server
 from tests.reliability.support import wait_until
 

@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from configd.devagent import ConsulAgent, ConsulCluster
 from configd_client import ConfigClient, LiveSettings
-from configd_client._consul import ConsulGateway
+from configd_core.consul import ConsulGateway
 from tests.conftest import ServerProcess, start_server
 from tests.reliability.support import audit_prefix, wait_until
 

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from configd_client._consul import ConsulGateway
-from configd_client._diff import diff_json
-from configd_client._exceptions import InvalidName
-from configd_client._layout import NAME_PATTERN, validate_name
+from configd_core.consul import ConsulGateway
+from configd_core.diff import diff_json
+from configd_core.errors import InvalidName
+from configd_core.layout import NAME_PATTERN, validate_name
 from tests.api_support import GOOD, rejected, setup_config
 from tests.conftest import ServerProcess, kv_tree
 

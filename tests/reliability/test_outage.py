@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from configd.devagent import AgentPorts, ConsulAgent
 from configd_client import ConfigClient, ConsulUnavailable
 from tests.conftest import start_server
-from tests.reliability.support import cpu_share, wait_until
+from tests.reliability.support import SdkThreadsCpu, cpu_share, wait_until
 
 pytestmark = pytest.mark.reliability
 
@@ -95,7 +95,9 @@ def run_outage(agent: ConsulAgent, workdir: Path, *, outage_seconds: float) -> N
             uncached.settings(Limits, "edge/limits", timeout=1)
 
         # Nothing spins while Consul is away: sample CPU over a quiet stretch of the outage.
-        processes = {"configd": psutil.Process(server.process.pid), "clients": psutil.Process()}
+        # The clients are measured by their own threads (the SDK names them configd-…), not by the whole pytest
+        # process around them.
+        processes = {"configd": psutil.Process(server.process.pid), "clients": SdkThreadsCpu()}
         cpu = cpu_share(processes, outage_seconds)
         for name, share in cpu.items():
             assert share < CPU_LIMIT, f"{name} used {share:.1%} of a core while Consul was down"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from configd_client._consul import ConsulGateway
+from configd_core.consul import ConsulGateway
 from tests.conftest import ServerProcess, start_server
 from tests.reliability.support import audit_prefix
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from configd.auth import ROLE_RANK, Role
-from configd_client._consul import ConsulGateway
+from configd_core.consul import ConsulGateway
 from tests.api_support import GOOD, SERVICE_SCHEMA, rejected, setup_config, unchanged_without_audit
 from tests.conftest import SERVER_TOKENS, ServerProcess
 

@@ -1,0 +1,266 @@
+"""The CLI's only HTTP code: a small client for configd's JSON API (``/api/v1``).
+
+Every failure leaves this module as a configd exception (``from_status``), carrying the method, URL, status and
+body of the request (``HTTPFailure``); callers never see ``httpx`` exceptions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from configd_core.errors import (
+    ConfigdError,
+    ConfigTooLarge,
+    ConsulUnavailable,
+    ErrorDetail,
+    NotFound,
+    SchemaNotFound,
+    ValidationFailed,
+    VersionConflict,
+)
+from configd_core.layout import MAX_CONFIG_BYTES
+
+from ._errors import AuthFailed, HTTPFailure, ServerUnavailable, UsageError, attach_failure, failure_of
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+API = "/api/v1"
+_ITEM_PATH = re.compile(r"^/items/(\d+)(/.*)?$")
+
+
+def _details(body: Any) -> list[ErrorDetail]:
+    raw = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(raw, list):
+        return []
+    return [
+        ErrorDetail(str(item.get("path", "")), str(item.get("message", ""))) for item in raw if isinstance(item, dict)
+    ]
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def from_status(failure: HTTPFailure) -> ConfigdError:
+    """Map an HTTP error response to the configd exception tree (the API contract's status codes)."""
+    body = failure.body
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if not isinstance(detail, str) or not detail:
+        detail = f"{failure.method} {failure.url} answered HTTP {failure.status}"
+    status = failure.status
+    exc: ConfigdError
+    if status == 422:
+        exc = ValidationFailed(detail, _details(body))
+    elif status == 409:
+        exc = VersionConflict(
+            detail, expected=_int_or_none(body.get("expected")), actual=_int_or_none(body.get("actual"))
+        )
+    elif status == 404:
+        exc = SchemaNotFound(detail) if "schema" in detail.lower() and "/configs/" in failure.url else NotFound(detail)
+    elif status == 413:
+        exc = ConfigTooLarge(_int_or_none(body.get("size")) or 0, _int_or_none(body.get("limit")) or MAX_CONFIG_BYTES)
+        exc.args = (detail,)
+    elif status in (401, 403):
+        exc = AuthFailed(detail)
+    elif status == 503:
+        exc = ConsulUnavailable(detail)
+    elif status is not None and 400 <= status < 500:
+        exc = UsageError(detail)
+    else:
+        exc = ServerUnavailable(detail)
+    return attach_failure(exc, failure)
+
+
+def item_failures(exc: ConfigdError, labels: list[str]) -> dict[int, ConfigdError]:
+    """The items an import refusal names (its ``errors`` paths are ``/items/<i>/…``), each with its own failure;
+    ``labels`` names the items sent, in order.
+
+    The refusal's status says what kind every problem is (403, 404, 409); a 422 mixes kinds, so an item whose
+    problem is its ``expected_version`` is a conflict there and any other a validation failure. Empty when the
+    refusal names no item (the request as a whole failed).
+    """
+    failure = failure_of(exc)
+    by_item: dict[int, list[ErrorDetail]] = {}
+    for detail in _details(failure.body) if failure is not None else []:
+        match = _ITEM_PATH.match(detail.path)
+        if match is not None and int(match.group(1)) < len(labels):
+            rest = match.group(2) or ""
+            by_item.setdefault(int(match.group(1)), []).append(ErrorDetail(rest or "/", detail.message))
+    return {index: _item_failure(exc, labels[index], errors, failure) for index, errors in by_item.items()}
+
+
+def _item_failure(
+    exc: ConfigdError, label: str, errors: list[ErrorDetail], failure: HTTPFailure | None
+) -> ConfigdError:
+    text = "; ".join(e.message if e.path == "/" else f"{e.path}: {e.message}" for e in errors)
+    found: ConfigdError
+    if isinstance(exc, AuthFailed | NotFound):
+        found = type(exc)(text)
+    elif isinstance(exc, VersionConflict) or all(e.path == "/expected_version" for e in errors):
+        found = VersionConflict(text)
+    else:
+        document = [ErrorDetail(e.path.removeprefix("/document") or "/", e.message) for e in errors]
+        found = ValidationFailed(f"{label}: {len(errors)} validation error(s)", document)
+    return attach_failure(found, failure) if failure is not None else found
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _ref_path(namespace: str, name: str) -> str:
+    return f"{API}/configs/{_segment(namespace)}/{_segment(name)}"
+
+
+class ConfigdAPI:
+    """A keep-alive connection pool to one configd server; safe to share between threads (httpx.Client is)."""
+
+    def __init__(
+        self, server: str = DEFAULT_SERVER, token: str | None = None, *, timeout: float = 30.0, pool_size: int = 16
+    ) -> None:
+        headers = {"Accept": "application/json", "User-Agent": "configctl"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.server = server.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.server,
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+        )
+
+    def __enter__(self) -> ConfigdAPI:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str | int | bool] | None = None
+    ) -> Any:
+        """One API call; returns the decoded JSON body or raises a configd exception."""
+        url = f"{self.server}{path}"
+        clean = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in (params or {}).items()}
+        try:
+            response = self._http.request(method, path, json=json, params=clean or None)
+        except httpx.TimeoutException as exc:
+            raise attach_failure(
+                ServerUnavailable(f"configd at {self.server} timed out ({method} {path})"),
+                HTTPFailure(method, url, None, None),
+            ) from exc
+        except httpx.TransportError as exc:
+            raise attach_failure(
+                ServerUnavailable(f"cannot reach configd at {self.server}: {exc}"), HTTPFailure(method, url, None, None)
+            ) from exc
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            raise from_status(HTTPFailure(method, str(response.url), response.status_code, body))
+        return body
+
+    # --- configs ------------------------------------------------------------------------------------
+    def push(
+        self,
+        namespace: str,
+        name: str,
+        data: Any,
+        *,
+        message: str = "",
+        expected_version: int | None = None,
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {"data": data, "message": message}
+        if expected_version is not None:
+            payload["expected_version"] = expected_version
+        result: dict[str, Any] = self.request("PUT", _ref_path(namespace, name), json=payload)
+        return result
+
+    def config(self, namespace: str, name: str, version: int | None = None) -> dict[str, Any]:
+        path = _ref_path(namespace, name) + (f"/versions/{version}" if version is not None else "")
+        result: dict[str, Any] = self.request("GET", path)
+        return result
+
+    def namespaces(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"{API}/configs")["namespaces"]
+        return result
+
+    def configs(self, namespace: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"{API}/configs/{_segment(namespace)}")["configs"]
+        return result
+
+    def history(self, namespace: str, name: str, *, limit: int = 50, before: int | None = None) -> dict[str, Any]:
+        params: dict[str, str | int | bool] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        result: dict[str, Any] = self.request("GET", _ref_path(namespace, name) + "/versions", params=params)
+        return result
+
+    def diff(self, namespace: str, name: str, from_version: int, to_version: int) -> dict[str, Any]:
+        params: dict[str, str | int | bool] = {"from": from_version, "to": to_version}
+        result: dict[str, Any] = self.request("GET", _ref_path(namespace, name) + "/diff", params=params)
+        return result
+
+    def rollback(
+        self, namespace: str, name: str, to_version: int, *, message: str = "", expected_version: int | None = None
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {"to_version": to_version, "message": message}
+        if expected_version is not None:
+            payload["expected_version"] = expected_version
+        result: dict[str, Any] = self.request("POST", _ref_path(namespace, name) + "/rollback", json=payload)
+        return result
+
+    def validate(self, namespace: str, name: str, data: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", _ref_path(namespace, name) + "/validate", json={"data": data})
+        return result
+
+    def delete(self, namespace: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("DELETE", _ref_path(namespace, name))
+        return result
+
+    # --- schemas ------------------------------------------------------------------------------------
+    def put_schema(
+        self, namespace: str, name: str, schema: Any, *, message: str = "", force: bool = False
+    ) -> dict[str, Any]:
+        params: dict[str, str | int | bool] = {}
+        if force:
+            params["force"] = True
+        if message:
+            params["message"] = message
+        path = f"{API}/schemas/{_segment(namespace)}/{_segment(name)}"
+        result: dict[str, Any] = self.request("PUT", path, json=schema, params=params)
+        return result
+
+    def schema(self, namespace: str, name: str, version: int | None = None) -> dict[str, Any]:
+        path = f"{API}/schemas/{_segment(namespace)}/{_segment(name)}"
+        if version is not None:
+            path += f"/versions/{version}"
+        result: dict[str, Any] = self.request("GET", path)
+        return result
+
+    def schemas(self, namespace: str) -> list[dict[str, Any]]:
+        """The current schemas of a namespace: name, version, sha256 (NotFound when it has none)."""
+        result: list[dict[str, Any]] = self.request("GET", f"{API}/schemas/{_segment(namespace)}")["schemas"]
+        return result
+
+    # --- bulk import --------------------------------------------------------------------------------
+    def import_items(self, items: list[dict[str, Any]], *, message: str = "") -> list[dict[str, Any]]:
+        """``POST /import``: one result per item, in order. A refusal (nothing written) raises; its items are
+        decoded by :func:`item_failures`."""
+        result: list[dict[str, Any]] = self.request("POST", f"{API}/import", json={"message": message, "items": items})[
+            "items"
+        ]
+        return result
+
+    # --- observing ----------------------------------------------------------------------------------
+    def clients(self, namespace: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"{API}/clients/{_segment(namespace)}")
+        return result

@@ -1,0 +1,98 @@
+"""What the SDK hands around: a config document from a source, the applied state, and the ChangeEvent.
+
+:func:`plan_apply` decides, without I/O, whether a document should replace what a LiveSettings holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic_settings import BaseSettings
+
+from configd_core.diff import diff_json
+
+S = TypeVar("S", bound=BaseSettings)
+
+Origin = Literal["consul", "cache", "file"]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One version of a config's data as a source delivered it (not yet validated by any model)."""
+
+    namespace: str
+    name: str
+    version: int
+    sha256: str
+    data: dict[str, Any]
+    origin: Origin
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ChangeEvent(Generic[S]):
+    """A new version was applied: ``old`` and ``new`` settings objects and what changed between them.
+
+    ``changes`` lists ``(json_pointer, old_value, new_value)`` for every changed leaf of the settings
+    objects (``model_dump(mode="json")``, so env overrides and defaults are taken into account). When a
+    burst of versions is coalesced, ``old``/``old_version`` are what this callback saw last and
+    ``changes`` spans every skipped version.
+    """
+
+    ref: str
+    old: S
+    new: S
+    old_version: int
+    version: int
+    changes: list[tuple[str, Any, Any]]
+
+    @property
+    def changed_paths(self) -> list[str]:
+        return [path for path, _, _ in self.changes]
+
+
+def settings_changes(old: BaseSettings, new: BaseSettings) -> list[tuple[str, Any, Any]]:
+    """``(json_pointer, old, new)`` for every leaf that differs between two settings objects."""
+    return [c.as_tuple() for c in diff_json(old.model_dump(mode="json"), new.model_dump(mode="json"))]
+
+
+def merge_events(first: ChangeEvent[S], second: ChangeEvent[S]) -> ChangeEvent[S]:
+    """Coalesce two pending events of one callback into one spanning both (versions only increase)."""
+    return ChangeEvent(
+        ref=second.ref,
+        old=first.old,
+        new=second.new,
+        old_version=first.old_version,
+        version=second.version,
+        changes=settings_changes(first.old, second.new),
+    )
+
+
+@dataclass(frozen=True)
+class Applied:
+    """Which version a LiveSettings holds, and whether its source has confirmed it."""
+
+    version: int
+    sha256: str
+    origin: Origin
+
+
+def plan_apply(applied: Applied | None, document: Document) -> bool:
+    """Whether ``document`` should replace the applied version (validation comes after).
+
+    - nothing applied yet: yes;
+    - the same version and content: no (a wake-up is only "maybe changed");
+    - applied from the last-known-good cache: the source is the truth, take any different version;
+    - otherwise only a higher version: callbacks see versions in increasing order.
+    """
+    if applied is None:
+        return True
+    if (document.version, document.sha256) == (applied.version, applied.sha256):
+        return False
+    if applied.origin == "cache" and document.origin != "cache":
+        return True
+    return document.version > applied.version

@@ -1,0 +1,195 @@
+"""LiveSettings: one typed settings object kept current by a source, swapped per version, never mutated."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pydantic_settings import BaseSettings
+
+from configd_core.errors import ConfigdError, ValidationFailed
+
+from ._dispatch import Dispatcher
+from ._events import Applied, ChangeEvent, Document, merge_events, plan_apply, settings_changes
+from ._source import SettingsFactory
+
+S = TypeVar("S", bound=BaseSettings)
+
+ChangeCallback = Callable[[ChangeEvent[S]], object]
+ErrorCallback = Callable[[Exception], object]
+
+
+@dataclass(frozen=True)
+class _Snapshot(Generic[S]):
+    settings: S
+    applied: Applied
+
+
+class LiveSettings(Generic[S]):
+    """A settings object that follows one config: ``current`` is rebound to a new object per version.
+
+    Obtained from :meth:`ConfigClient.settings`; reading ``current`` is lock-free and always returns a
+    complete, validated object. Callbacks run on their own threads (see ``on_change``).
+    """
+
+    def __init__(
+        self,
+        factory: SettingsFactory[S],
+        namespace: str,
+        name: str,
+        *,
+        on_applied: Callable[[LiveSettings[S], Document], None] | None = None,
+    ) -> None:
+        self._factory = factory
+        self.namespace = namespace
+        self.name = name
+        self._on_applied = on_applied
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._snapshot: _Snapshot[S] | None = None
+        self._rejected: tuple[int, str] | None = None
+        self._reachable = True
+        self._closed = False
+        self.last_error: Exception | None = None
+        self._changes: Dispatcher[ChangeEvent[S]] = Dispatcher(f"configd-{self.ref}-change", merge_events)
+        self._errors: Dispatcher[Exception] = Dispatcher(f"configd-{self.ref}-error")
+
+    # --- reading ----------------------------------------------------------------------------------
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def model(self) -> type[S]:
+        return self._factory.model
+
+    @property
+    def ready(self) -> bool:
+        return self._snapshot is not None
+
+    def _require(self) -> _Snapshot[S]:
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise ConfigdError(f"{self.ref} has no value yet")
+        return snapshot
+
+    @property
+    def current(self) -> S:
+        """The settings object of the applied version (a new object per version; never mutated by configd)."""
+        return self._require().settings
+
+    @property
+    def version(self) -> int:
+        """The configd version ``current`` was built from (in file mode: a local revision counter)."""
+        return self._require().applied.version
+
+    @property
+    def sha256(self) -> str:
+        return self._require().applied.sha256
+
+    @property
+    def stale(self) -> bool:
+        """True while running from the last-known-good cache, or while the source is unreachable."""
+        snapshot = self._snapshot
+        return snapshot is None or snapshot.applied.origin == "cache" or not self._reachable
+
+    # --- callbacks --------------------------------------------------------------------------------
+    def on_change(self, callback: ChangeCallback[S]) -> ChangeCallback[S]:
+        """Call ``callback(event)`` after each applied version, on a thread of its own.
+
+        Versions arrive in increasing order, each at most once; while the callback is busy, newer versions
+        are coalesced into one event, so the last applied version always arrives. Usable as a decorator.
+        """
+        self._changes.add(callback)
+        return callback
+
+    def on_error(self, callback: ErrorCallback) -> ErrorCallback:
+        """Call ``callback(exc)`` when a new version cannot be applied (it fails the model, was deleted, …)."""
+        self._errors.add(callback)
+        return callback
+
+    def remove_callback(self, callback: Callable[..., object]) -> None:
+        self._changes.remove(callback)
+        self._errors.remove(callback)
+
+    def wait_for_version(self, version: int, timeout: float | None = None) -> bool:
+        """Block until a version >= ``version`` is applied; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._snapshot is not None and self._snapshot.applied.version >= version, timeout
+            )
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._snapshot is not None or self._closed, timeout)
+
+    def callbacks_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every callback has handled what was posted to it (handy in tests and at shutdown)."""
+        return self._changes.idle(timeout) and self._errors.idle(timeout)
+
+    # --- fed by the sources -----------------------------------------------------------------------
+    def offer(self, document: Document) -> bool:
+        """Apply ``document`` if it is newer and passes the model; True when it was applied."""
+        with self._cond:
+            if self._closed:
+                return False
+            old = self._snapshot
+            applied = old.applied if old is not None else None
+            key = (document.version, document.sha256)
+            if not plan_apply(applied, document):
+                confirms = applied is not None and (applied.version, applied.sha256) == key
+                if old is not None and confirms and old.applied.origin == "cache" and document.origin != "cache":
+                    # The source confirms the cached version: no event, just no longer stale.
+                    self._snapshot = _Snapshot(old.settings, Applied(*key, document.origin))
+                return False
+            if key == self._rejected:
+                return False
+            try:
+                new = self._factory.build(document.data, document.origin, f"{self.ref} v{document.version}")
+            except ValidationFailed as exc:
+                self._rejected = key
+                self.last_error = exc
+                self._errors.emit(exc)
+                return False
+            self._snapshot = _Snapshot(new, Applied(*key, document.origin))
+            self._rejected = None
+            if old is not None:
+                self._changes.emit(
+                    ChangeEvent(
+                        ref=self.ref,
+                        old=old.settings,
+                        new=new,
+                        old_version=old.applied.version,
+                        version=document.version,
+                        changes=settings_changes(old.settings, new),
+                    )
+                )
+            self._cond.notify_all()
+            # Inside the lock, so that the cache and the registration see versions in applied order (both
+            # only queue the document for a thread of their own: no I/O here).
+            if self._on_applied is not None:
+                self._on_applied(self, document)
+            return True
+
+    def report_error(self, exc: Exception) -> None:
+        self.last_error = exc
+        self._errors.emit(exc)
+
+    def set_reachable(self, reachable: bool) -> None:
+        with self._cond:
+            self._reachable = reachable
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._changes.close()
+        self._errors.close()
+
+    def __repr__(self) -> str:
+        snapshot = self._snapshot
+        version = snapshot.applied.version if snapshot else None
+        return f"<LiveSettings {self.model.__name__} {self.ref} v{version}{' stale' if self.stale else ''}>"

@@ -1,0 +1,270 @@
+"""NamespaceWatcher: ONE blocking query on ``heads/<ns>/`` per watched namespace, however many configs.
+
+The watcher thread only talks to Consul; the rules it follows (index bookkeeping, backoff, rate limit,
+which heads changed) are the pure pieces in :mod:`._blocking`, :mod:`._events` and :class:`HeadIndex`.
+
+After a wake-up the work is kept to what changed: Consul answers with every head of the namespace, but only
+entries whose ModifyIndex moved are parsed again, and a small document (≤ ``HEAD_INLINE_BYTES``) is applied
+from its head without reading its version record (docs/storage.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Container
+from typing import Any
+
+from configd_core.blocking import DEFAULT_WAIT_SECONDS, Backoff, RateLimiter, jittered_wait, next_wait_index
+from configd_core.consul import ConsulGateway, KVEntry
+from configd_core.errors import ConfigdError, ConsulPermissionDenied, ConsulUnavailable, InvalidConfig, NotFound
+from configd_core.layout import KeyLayout
+from configd_core.records import HeadRecord, VersionRecord, decode_data
+
+from ._events import Document
+from ._live import LiveSettings
+
+log = logging.getLogger("configd_client")
+
+HeadKey = tuple[int, str, bool]
+
+
+def head_key(head: HeadRecord | None) -> HeadKey | None:
+    return (head.version, head.sha256, head.deleted) if head is not None else None
+
+
+class HeadIndex:
+    """The parsed head records of one namespace, re-parsed only where Consul's ModifyIndex moved (no I/O).
+
+    Every wake-up of the blocking query returns every head of the namespace; most did not change. Consul
+    bumps an entry's ModifyIndex on every write to it, so an entry whose index is the one seen last time
+    holds the same bytes and its parsed record is reused. Keys that are gone from the answer are forgotten.
+    Call :meth:`reset` when the blocking index is reset: another cluster may reuse an index for other bytes.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._known: dict[str, tuple[int, HeadRecord | None]] = {}
+        self.parses = 0  # head records parsed so far (for tests and metrics)
+
+    def update(self, entries: list[KVEntry], wanted: Container[str]) -> dict[str, HeadRecord]:
+        """The readable heads directly under the prefix whose name is in ``wanted``, by config name."""
+        known: dict[str, tuple[int, HeadRecord | None]] = {}
+        heads: dict[str, HeadRecord] = {}
+        for entry in entries:
+            name = entry.key[len(self.prefix) :]
+            if not name or "/" in name or name not in wanted:
+                continue
+            previous = self._known.get(name)
+            same = previous is not None and previous[0] == entry.modify_index
+            head = previous[1] if previous is not None and same else self._parse(entry)
+            known[name] = (entry.modify_index, head)
+            if head is not None:
+                heads[name] = head
+        self._known = known
+        return heads
+
+    def _parse(self, entry: KVEntry) -> HeadRecord | None:
+        self.parses += 1
+        try:
+            return HeadRecord.from_bytes(entry.value)
+        except ConfigdError as exc:  # remembered as unreadable until its ModifyIndex moves: logged once
+            log.warning("configd_client: skipping unreadable head %s: %s", entry.key, exc)
+            return None
+
+    def reset(self) -> None:
+        self._known = {}
+
+
+def inline_document(head: HeadRecord) -> Document | None:
+    """The document a head carries (checked against its sha256; ConfigdError if not matching), else None."""
+    data = head.inline_data()
+    if data is None:
+        return None
+    return Document(head.namespace, head.name, head.version, head.sha256, data, "consul")
+
+
+def fetch_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -> Document:
+    """The version body a head points to, decoded (and checked against its sha256)."""
+    entry = gateway.get(layout.version(head.namespace, head.name, head.version))
+    if entry is None:
+        raise NotFound(f"{head.namespace}/{head.name} has no version {head.version} in Consul")
+    record = VersionRecord.from_bytes(entry.value)
+
+    def chunks(rec: VersionRecord) -> list[bytes]:
+        _, parts = gateway.list(layout.blob_prefix(rec.namespace, rec.name, rec.sha256))
+        return [e.value for e in sorted(parts, key=lambda e: e.key)]
+
+    data = decode_data(record, chunks)
+    if not isinstance(data, dict):
+        raise InvalidConfig(f"{head.namespace}/{head.name} v{record.version} is not a JSON object")
+    return Document(head.namespace, head.name, record.version, record.sha256, data, "consul")
+
+
+def load_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -> Document:
+    """The document of ``head``: from the head itself when it carries it, else read from its version."""
+    document = inline_document(head)
+    return document if document is not None else fetch_document(gateway, layout, head)
+
+
+class NamespaceWatcher:
+    """Follows every watched config of one namespace with a single blocking query.
+
+    Args:
+        namespace: the namespace whose heads are watched.
+        layout: the key layout (prefix) of the configd installation.
+        blocking: a gateway used only for the blocking query (its one long-lived connection).
+        reader: a gateway for short reads (heads at start, bodies too large to ride in a head), without keep-alive.
+        wait_seconds: the maximum wait of one blocking query, jittered down by up to 10 %.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        layout: KeyLayout,
+        *,
+        blocking: ConsulGateway,
+        reader: ConsulGateway,
+        wait_seconds: float = DEFAULT_WAIT_SECONDS,
+        backoff: Backoff | None = None,
+        rate_limiter: RateLimiter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.namespace = namespace
+        self.layout = layout
+        self.prefix = layout.heads_prefix(namespace)
+        self.heads = HeadIndex(self.prefix)
+        self._blocking = blocking
+        self._reader = reader
+        self.wait_seconds = wait_seconds
+        self._backoff = backoff or Backoff()
+        self._rate = rate_limiter or RateLimiter()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._targets: dict[str, tuple[LiveSettings[Any], ...]] = {}
+        self._offered: dict[str, HeadKey | None] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reachable: bool | None = None  # None until the first answer or failure
+        self.last_error: Exception | None = None
+        self.queries = 0  # blocking and non-blocking list calls sent (for tests and metrics)
+
+    # --- targets ------------------------------------------------------------------------------------
+    def watch(self, name: str, live: LiveSettings[Any]) -> None:
+        with self._lock:
+            self._targets[name] = (*self._targets.get(name, ()), live)
+            self._offered.pop(name, None)  # the new target needs the current head, even if others have it
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"configd-watch-{self.namespace}", daemon=True)
+                self._thread.start()
+        if self.reachable is not None:
+            live.set_reachable(self.reachable)
+
+    def unwatch(self, name: str, live: LiveSettings[Any]) -> None:
+        with self._lock:
+            remaining = tuple(t for t in self._targets.get(name, ()) if t is not live)
+            if remaining:
+                self._targets[name] = remaining
+            else:
+                self._targets.pop(name, None)
+                self._offered.pop(name, None)
+
+    def read_now(self, name: str) -> Document | None:
+        """One non-blocking read of a config's current version (None if it does not exist or is deleted)."""
+        entry = self._reader.get(self.layout.head(self.namespace, name))
+        if entry is None:
+            return None
+        head = HeadRecord.from_bytes(entry.value)
+        return None if head.deleted else load_document(self._reader, self.layout, head)
+
+    # --- the loop -------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            pause = self._rate.delay(self._clock())
+            if pause > 0 and self._stop.wait(pause):
+                return
+            try:
+                self.queries += 1
+                if index == 0:
+                    returned, entries = self._blocking.list(self.prefix)
+                else:
+                    returned, entries = self._blocking.list(
+                        self.prefix, index=index, wait=jittered_wait(self.wait_seconds)
+                    )
+            except (ConsulUnavailable, ConsulPermissionDenied) as exc:
+                self._set_reachable(False, exc)
+                index = self._reset()  # after an outage the cluster may be another one: read first, then block
+                self._stop.wait(self._backoff.next_delay())
+                continue
+            except Exception:  # a bug must not end the watch silently: log it and retry like an outage
+                log.exception("configd_client: watch of %s failed", self.namespace)
+                index = self._reset()
+                self._stop.wait(self._backoff.next_delay())
+                continue
+            if self._stop.is_set():
+                return
+            self._set_reachable(True, None)
+            index = next_wait_index(index, returned)
+            if index == 0:
+                self.heads.reset()  # the index went backwards: ModifyIndexes seen so far mean nothing now
+            with self._lock:
+                targets = dict(self._targets)
+            if not self._process(self.heads.update(entries, targets), targets):
+                index = self._reset()
+                self._stop.wait(self._backoff.next_delay())
+            else:
+                self._backoff.reset()
+
+    def _reset(self) -> int:
+        """Forget what the last answers said; the next query reads without blocking (index 0)."""
+        self.heads.reset()
+        return 0
+
+    def _process(self, heads: dict[str, HeadRecord], targets: dict[str, tuple[LiveSettings[Any], ...]]) -> bool:
+        """Offer every changed head to its targets; False when a body could not be fetched (retry)."""
+        complete = True
+        for name, lives in targets.items():
+            head = heads.get(name)
+            key = head_key(head)
+            if key == self._offered.get(name, ()) or head is None:
+                self._offered[name] = key
+                continue
+            if head.deleted:
+                for live in lives:
+                    live.report_error(NotFound(f"{self.namespace}/{name} was deleted; keeping v{live.version}"))
+                self._offered[name] = key
+                continue
+            try:
+                document = load_document(self._reader, self.layout, head)
+            except (ConsulUnavailable, ConsulPermissionDenied) as exc:
+                self._set_reachable(False, exc)
+                complete = False
+                continue
+            except ConfigdError as exc:
+                for live in lives:
+                    live.report_error(exc)
+                self._offered[name] = key
+                continue
+            for live in lives:
+                live.offer(document)
+            self._offered[name] = key
+        return complete
+
+    def _set_reachable(self, reachable: bool, exc: Exception | None) -> None:
+        if exc is not None:
+            self.last_error = exc
+        if self.reachable == reachable:
+            return
+        if not reachable:
+            log.warning("configd_client: Consul unreachable while watching %s: %s", self.namespace, exc)
+        self.reachable = reachable
+        with self._lock:
+            lives = [live for group in self._targets.values() for live in group]
+        for live in lives:
+            live.set_reachable(reachable)
+
+    def close(self) -> None:
+        """Stop the loop. A query in flight is abandoned (daemon thread); it ends by its wait at the latest."""
+        self._stop.set()

@@ -1,0 +1,19 @@
+"""configd_core: the facts and the Consul boundary that the server, the SDK and the CLI share.
+
+Every module here is public and imported by its own name; nothing in it knows about HTTP, the SDK's threads or
+the CLI. Its surface:
+
+============================  ===================================================================================
+``configd_core.layout``       every Consul key (``KeyLayout``), every limit configd designs around, name rules
+``configd_core.records``      the pydantic record models stored in Consul, canonical JSON + sha256, chunking
+``configd_core.diff``         JSON Pointer (RFC 6901) building, structural diff, unified text diff
+``configd_core.errors``       the one exception tree (``ConfigdError`` and its subclasses)
+``configd_core.consul``       ``ConsulGateway`` (py-consul on urllib3) and the transaction operations ``op_*``
+``configd_core.blocking``     Consul's blocking-query rules: index reset, jitter, backoff, rate limit (no I/O)
+============================  ===================================================================================
+
+The dependency rule: ``configd_core`` imports nothing of ``configd``, ``configd_client`` or ``configctl``; they all
+import it. docs/architecture.md draws the whole picture.
+"""
+
+__all__ = ["blocking", "consul", "diff", "errors", "layout", "records"]

@@ -1,0 +1,146 @@
+"""The Consul key layout and the limits configd designs around — defined once, imported everywhere.
+
+Every key lives under one prefix (``configd`` by default)::
+
+    <prefix>/heads/<ns>/<name>                     head record: the current version (document inline if ≤ 4 KiB)
+    <prefix>/versions/<ns>/<name>/<v:012d>         version record: immutable, data inline or compressed
+    <prefix>/blobs/<ns>/<name>/<sha256>/<i:04d>    gzip chunks of a version too large for one value
+    <prefix>/schemas/heads/<ns>/<name>             schema head record
+    <prefix>/schemas/versions/<ns>/<name>/<v:012d> schema version record
+    <prefix>/audit/<ns>/<at>-<id>                  audit entry of an accepted or rejected write
+    <prefix>/clients/<ns>/<instance>               SDK instance registration, bound to a Consul session
+
+Heads sit apart from version bodies so that ONE blocking query on ``<prefix>/heads/<ns>/`` watches every
+config of a namespace and its responses stay small; a small document (≤ ``HEAD_INLINE_BYTES``) rides in its
+head too, so a watcher applies a change from the wake-up itself. See docs/storage.md for the why of each shape.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidName
+
+DEFAULT_PREFIX = "configd"
+
+# Consul 1.8's limits (kv_max_value_size and txn_max_req_len both default to 512 KiB; a transaction holds at
+# most 64 operations). A transaction carries values base64-encoded, so 4/3 of their raw size counts.
+CONSUL_MAX_VALUE_BYTES = 512 * 1024
+CONSUL_TXN_MAX_OPS = 64
+CONSUL_TXN_MAX_BYTES = 512 * 1024
+
+# A version record travels in the push transaction beside the head and the audit entry; keeping it at or
+# under 256 KiB keeps that transaction (base64: ~342 KiB) well inside the 512 KiB request limit.
+MAX_RECORD_BYTES = 256 * 1024
+# Raw bytes per blob chunk; chunks are written with plain KV PUTs before the head flips.
+CHUNK_BYTES = 256 * 1024
+# The largest config configd accepts, measured as canonical JSON.
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+# A config whose canonical JSON is at most this long is also carried inside its head record, so a watcher that
+# wakes on a head change has the document at once (no second read). Larger ones are read from the version.
+HEAD_INLINE_BYTES = 4 * 1024
+# The largest JSON Schema configd accepts (a schema version is one record, never chunked).
+MAX_SCHEMA_BYTES = 128 * 1024
+# Deepest nesting accepted in a config or schema document.
+MAX_JSON_DEPTH = 64
+MAX_MESSAGE_CHARS = 1000
+MAX_AUTHOR_CHARS = 200
+
+NAME_MAX_LENGTH = 64
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# The same rule as one regular expression without look-arounds (every '.' is followed by a non-'.' or ends the
+# name), for the OpenAPI document: generated clients and fuzzers then know which names exist.
+NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]|\.[a-z0-9_-])*\.?$"
+
+
+def validate_name(value: str, what: str = "name") -> str:
+    """Return ``value`` if it is a valid namespace or config name, else raise InvalidName.
+
+    Lowercase letters, digits, ``.``, ``_`` and ``-``; starts with a letter or digit; no ``..``;
+    at most 64 characters. Names become Consul key segments, so no slash can appear inside one.
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidName(f"{what} must be a non-empty string")
+    if len(value) > NAME_MAX_LENGTH:
+        raise InvalidName(f"{what} {value[:80]!r}… is longer than {NAME_MAX_LENGTH} characters")
+    if not _NAME_RE.fullmatch(value) or ".." in value:
+        raise InvalidName(
+            f"{what} {value!r} is invalid: use lowercase letters, digits, '.', '_' and '-', "
+            "start with a letter or digit, and no '..'"
+        )
+    return value
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """Split ``"namespace/name"`` into its validated parts."""
+    if not isinstance(ref, str) or ref.count("/") != 1:
+        raise InvalidName(f"config reference {ref!r} must be 'namespace/name'")
+    namespace, name = ref.split("/")
+    return validate_name(namespace, "namespace"), validate_name(name, "name")
+
+
+def version_segment(version: int) -> str:
+    """Zero-padded so that Consul's lexicographic key order is version order."""
+    return f"{version:012d}"
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Where each record lives in Consul KV. Names must be validated before they reach these methods."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    # --- configs -------------------------------------------------------------------------------
+    @property
+    def heads_root(self) -> str:
+        return f"{self.prefix}/heads/"
+
+    def heads_prefix(self, namespace: str) -> str:
+        return f"{self.prefix}/heads/{namespace}/"
+
+    def head(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}/heads/{namespace}/{name}"
+
+    def versions_prefix(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}/versions/{namespace}/{name}/"
+
+    def version(self, namespace: str, name: str, version: int) -> str:
+        return f"{self.versions_prefix(namespace, name)}{version_segment(version)}"
+
+    def blob_prefix(self, namespace: str, name: str, sha256: str) -> str:
+        return f"{self.prefix}/blobs/{namespace}/{name}/{sha256}/"
+
+    def blob_chunk(self, namespace: str, name: str, sha256: str, index: int) -> str:
+        return f"{self.blob_prefix(namespace, name, sha256)}{index:04d}"
+
+    # --- schemas -------------------------------------------------------------------------------
+    @property
+    def schema_heads_root(self) -> str:
+        return f"{self.prefix}/schemas/heads/"
+
+    def schema_head(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}/schemas/heads/{namespace}/{name}"
+
+    def schema_versions_prefix(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}/schemas/versions/{namespace}/{name}/"
+
+    def schema_version(self, namespace: str, name: str, version: int) -> str:
+        return f"{self.schema_versions_prefix(namespace, name)}{version_segment(version)}"
+
+    # --- audit and clients ---------------------------------------------------------------------
+    @property
+    def audit_root(self) -> str:
+        return f"{self.prefix}/audit/"
+
+    def audit_prefix(self, namespace: str) -> str:
+        return f"{self.prefix}/audit/{namespace}/"
+
+    def audit_entry(self, namespace: str, entry_id: str) -> str:
+        return f"{self.prefix}/audit/{namespace}/{entry_id}"
+
+    def clients_prefix(self, namespace: str) -> str:
+        return f"{self.prefix}/clients/{namespace}/"
+
+    def client(self, namespace: str, instance_id: str) -> str:
+        return f"{self.prefix}/clients/{namespace}/{instance_id}"

@@ -1,0 +1,270 @@
+"""The records configd writes to Consul: plain JSON, readable with ``consul kv get``.
+
+The pydantic models here are the one definition of each record format; ``schemas/records/*.schema.json``
+is generated from them (``make schemas``) and a test keeps the two equal.
+
+Encoding of a version's data (decided by :func:`encode_data`, a pure function):
+
+- ``json``: the document inline under ``data`` when the whole record stays under ``MAX_RECORD_BYTES``;
+- ``gzip+base64``: the gzip of the compact JSON, base64, under ``data`` when that fits;
+- ``gzip-chunks``: the gzip split into ``chunks`` values under ``blobs/<ns>/<name>/<sha256>/``, written before
+  the head flips; content-addressed, so two writers of the same bytes can never corrupt each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ConfigdError, ConfigTooLarge, InvalidConfig
+from .layout import CHUNK_BYTES, HEAD_INLINE_BYTES, MAX_CONFIG_BYTES, MAX_JSON_DEPTH, MAX_RECORD_BYTES
+
+Encoding = Literal["json", "gzip+base64", "gzip-chunks"]
+
+
+def utcnow() -> str:
+    """RFC 3339 UTC timestamp with microseconds, as every record stores it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of a JSON value; stops counting (iteratively) past ``limit``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_document(value: Any, what: str = "config") -> None:
+    """Raise InvalidConfig unless ``value`` is a JSON object that configd can store and hash."""
+    if not isinstance(value, dict):
+        raise InvalidConfig(f"a {what} must be a JSON object, not {type(value).__name__}")
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise InvalidConfig(f"the {what} is nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the bytes a version's sha256 is computed over."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidConfig(f"not storable as JSON: {exc}") from exc
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pretty_json(value: Any) -> str:
+    """The canonical pretty-printed form that unified diffs are computed over."""
+    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=False).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Self:
+        try:
+            return cls.model_validate_json(raw)
+        except ValueError as exc:
+            raise ConfigdError(f"unreadable {cls.__name__} in Consul: {exc}") from exc
+
+
+class SchemaRef(_Record):
+    """The schema version a config version was validated against."""
+
+    namespace: str
+    name: str
+    version: int
+
+
+class HeadRecord(_Record):
+    """``heads/<ns>/<name>``: which version is current. Small: watchers receive every head of a namespace.
+
+    A document of at most ``HEAD_INLINE_BYTES`` (canonical JSON) is carried here as well as in its version
+    record, written in the same transaction, so watchers apply it without a second read.
+    """
+
+    kind: Literal["configd.head"] = "configd.head"
+    namespace: str
+    name: str
+    version: int = Field(ge=1)
+    sha256: str
+    size: int = Field(description="bytes of canonical JSON")
+    schema_ref: SchemaRef
+    author: str
+    message: str = ""
+    created_at: str
+    deleted: bool = False
+    data: dict[str, Any] | None = Field(
+        default=None, description="the document itself when its canonical JSON is at most 4 KiB; else null"
+    )
+
+    def inline_data(self) -> dict[str, Any] | None:
+        """The document carried in this head, checked against its sha256 (None when not carried)."""
+        if self.data is None or self.deleted:
+            return None
+        if sha256_hex(canonical_json(self.data)) != self.sha256:
+            raise ConfigdError(f"{self.namespace}/{self.name} v{self.version}: head data does not match its sha256")
+        return self.data
+
+
+def head_inline(data: Any, canonical: bytes) -> dict[str, Any] | None:
+    """The document to carry in a head record: itself when its canonical JSON is small enough, else None."""
+    return data if isinstance(data, dict) and len(canonical) <= HEAD_INLINE_BYTES else None
+
+
+class VersionRecord(_Record):
+    """``versions/<ns>/<name>/<v>``: one immutable version of a config."""
+
+    kind: Literal["configd.version"] = "configd.version"
+    namespace: str
+    name: str
+    version: int = Field(ge=1)
+    parent: int | None = None
+    sha256: str
+    size: int = Field(description="bytes of canonical JSON")
+    schema_ref: SchemaRef
+    author: str
+    message: str = ""
+    created_at: str
+    rollback_of: int | None = None
+    encoding: Encoding = "json"
+    data: Any = Field(default=None, description="the document (json), base64 gzip (gzip+base64), or null")
+    chunks: int = Field(default=0, description="number of blob chunks (gzip-chunks)")
+
+
+class SchemaHeadRecord(_Record):
+    """``schemas/heads/<ns>/<name>``: the current schema version."""
+
+    kind: Literal["configd.schema-head"] = "configd.schema-head"
+    namespace: str
+    name: str
+    version: int = Field(ge=1)
+    sha256: str
+    author: str
+    created_at: str
+
+
+class SchemaVersionRecord(_Record):
+    """``schemas/versions/<ns>/<name>/<v>``: one immutable version of a JSON Schema (Draft 2020-12)."""
+
+    kind: Literal["configd.schema-version"] = "configd.schema-version"
+    namespace: str
+    name: str
+    version: int = Field(ge=1)
+    sha256: str
+    author: str
+    message: str = ""
+    created_at: str
+    forced: bool = False
+    json_schema: dict[str, Any]
+
+
+class ClientRecord(_Record):
+    """``clients/<ns>/<instance>``: an SDK instance, held by a Consul session with a TTL."""
+
+    kind: Literal["configd.client"] = "configd.client"
+    instance: str
+    application: str
+    host: str
+    pid: int
+    started_at: str
+    updated_at: str
+    applied: dict[str, int] = Field(default_factory=dict, description="config name -> applied version")
+
+
+class AuditRecord(_Record):
+    """``audit/<ns>/<id>``: one accepted or rejected write attempt."""
+
+    kind: Literal["configd.audit"] = "configd.audit"
+    id: str
+    at: str
+    actor: str
+    action: str
+    namespace: str
+    name: str | None = None
+    result: str
+    status: int
+    version: int | None = None
+    from_version: int | None = None
+    message: str = ""
+    detail: str = ""
+
+
+RECORD_MODELS: dict[str, type[_Record]] = {
+    "head": HeadRecord,
+    "version": VersionRecord,
+    "schema-head": SchemaHeadRecord,
+    "schema-version": SchemaVersionRecord,
+    "client": ClientRecord,
+    "audit": AuditRecord,
+}
+
+
+class EncodedData(BaseModel):
+    """How one version's data is stored: the record's ``encoding``/``data`` and any blob chunks."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    encoding: Encoding
+    inline: Any
+    chunks: tuple[bytes, ...] = ()
+
+
+def encode_data(data: Any, canonical: bytes, *, record_overhead: int = 4096) -> EncodedData:
+    """Choose the storage form of ``data`` given its canonical bytes (pure; raises ConfigTooLarge)."""
+    if len(canonical) > MAX_CONFIG_BYTES:
+        raise ConfigTooLarge(len(canonical), MAX_CONFIG_BYTES)
+    budget = MAX_RECORD_BYTES - record_overhead
+    compact = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(compact) <= budget:
+        return EncodedData(encoding="json", inline=data)
+    packed = gzip.compress(compact, compresslevel=6, mtime=0)
+    b64 = base64.b64encode(packed).decode("ascii")
+    if len(b64) <= budget:
+        return EncodedData(encoding="gzip+base64", inline=b64)
+    chunks = tuple(packed[i : i + CHUNK_BYTES] for i in range(0, len(packed), CHUNK_BYTES))
+    return EncodedData(encoding="gzip-chunks", inline=None, chunks=chunks)
+
+
+def decode_data(record: VersionRecord, fetch_chunks: Callable[[VersionRecord], list[bytes]]) -> Any:
+    """Rebuild a version's data; ``fetch_chunks`` reads the blob chunks when the record needs them.
+
+    The result is checked against the record's sha256, so a torn or tampered value is never applied.
+    """
+    if record.encoding == "json":
+        data = record.data
+    else:
+        if record.encoding == "gzip+base64":
+            packed = base64.b64decode(record.data)
+        else:
+            parts = fetch_chunks(record)
+            if len(parts) != record.chunks:
+                raise ConfigdError(
+                    f"{record.namespace}/{record.name} v{record.version}: expected {record.chunks} chunks, "
+                    f"found {len(parts)}"
+                )
+            packed = b"".join(parts)
+        data = json.loads(gzip.decompress(packed))
+    if sha256_hex(canonical_json(data)) != record.sha256:
+        raise ConfigdError(f"{record.namespace}/{record.name} v{record.version}: data does not match its sha256")
+    return data
