@@ -30,9 +30,8 @@ import httpx
 import requests
 
 from configctl._cmd_sync import IMPORT_PARALLEL, IMPORT_REQUEST_ITEMS
-from configd.audit import AuditLog
-from configd.bulk import pack_transactions
-from configd.writes import config_write, schema_write
+from configd.planning.bulk import pack_transactions
+from configd.planning.writes import Heads, config_write, schema_and_config_transaction, schema_write
 from configd_core.consul import ConsulGateway, TxnOp, op_get
 from configd_core.layout import KeyLayout
 from configd_core.records import canonical_json, sha256_hex
@@ -56,11 +55,13 @@ def _write_tree(root: Path, namespace: str, count: int) -> list[str]:
     return names
 
 
-def _raw_transactions(gateway: ConsulGateway, layout: KeyLayout, namespace: str, names: list[str]) -> list[list[TxnOp]]:
+NEW = Heads(head=None, head_index=0, schema=None, schema_index=0)  # a config that does not exist yet
+
+
+def _raw_transactions(layout: KeyLayout, namespace: str, names: list[str]) -> list[list[TxnOp]]:
     """The transactions configd commits for this import, built by its own record builders (not timed): per config
     its schema's and its data's version, head and audit entry, packed per request like ``ConfigStore.import_items``.
     """
-    audit = AuditLog(gateway, layout)
     schema_sha = sha256_hex(canonical_json(SCHEMA))
     per_request = IMPORT_REQUEST_ITEMS // 2  # configs per request: each brings its schema and its data
     transactions: list[list[TxnOp]] = []
@@ -76,7 +77,7 @@ def _raw_transactions(gateway: ConsulGateway, layout: KeyLayout, namespace: str,
                 namespace, name, data, canonical, sha256_hex(canonical), head=None, schema_version=1, actor="bench",
                 message="raw",
             )  # fmt: skip
-            groups.append([*schema.ops(layout, audit, 0), *config.ops(layout, audit, 0)])
+            groups.append(schema_and_config_transaction(layout, schema, config, NEW))
         for batch in pack_transactions([(len(g), len(json.dumps(g))) for g in groups]):
             transactions.append([op for i in batch for op in groups[i]])
     return transactions
@@ -117,7 +118,7 @@ def run(env: BenchEnv, count: int, versions: int, page: int, repeat: int) -> dic
 
     gateway = ConsulGateway(env.consul_addr, pool_size=RAW_THREADS + 2)
     raw_layout = KeyLayout(f"bench-raw/bulk-{uuid.uuid4().hex[:6]}")
-    transactions = _raw_transactions(gateway, raw_layout, namespace, names)
+    transactions = _raw_transactions(raw_layout, namespace, names)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(RAW_THREADS) as pool:
         list(pool.map(gateway.txn, transactions))

@@ -1,12 +1,13 @@
-"""The FastAPI application: routers, the exception → status mapping, and the audit of rejected writes.
+"""The FastAPI application: the services, the routers and the exception handlers.
 
-Every error body is ``{"detail": "…", "errors": [{"path", "message"}]}`` (``errors`` only when there are some).
-A rejected write attempt is audited here, in one place, with the status it got; that entry is the only
-write a rejection makes.
+The handlers turn every exception into its status and error body by the one table of :mod:`configd.api.errors`,
+and audit a rejected write attempt there, in one place, with the status it got; that entry is the only write a
+rejection makes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -22,110 +23,36 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from configd_core.consul import ConsulGateway
 from configd_core.diff import json_pointer
-from configd_core.errors import (
-    ConfigdError,
-    ConfigTooLarge,
-    ConsulPermissionDenied,
-    ConsulUnavailable,
-    ErrorDetail,
-    InvalidConfig,
-    InvalidName,
-    NotFound,
-    ValidationFailed,
-    VersionConflict,
-)
+from configd_core.errors import ConfigdError, ErrorDetail, ValidationFailed, VersionConflict
 from configd_core.layout import NAME_MAX_LENGTH, NAME_PATTERN, KeyLayout
 
 from . import __version__
 from .api import ROUTERS
 from .api.deps import ServerState, current_attempt, get_state
-from .audit import new_entry
+from .api.errors import classify, error_body, error_detail, record_rejection
 from .auth import TokenBook
-from .errors import BadRequest, Forbidden, RequestTooLarge, Unauthenticated, UnsupportedMediaType
+from .errors import Unauthenticated
 from .metrics import ServerMetrics
+from .services.clients import ClientDirectory
+from .services.configs import ConfigStore
+from .services.health import consul_health
 from .settings import ServerSettings
-from .store import ConfigStore
 from .ui import router as ui_router
 
 log = logging.getLogger("configd")
 
-# Most specific first: the first class an exception is an instance of decides its status and metric reason.
-STATUS_BY_ERROR: tuple[tuple[type[ConfigdError], int, str], ...] = (
-    (Unauthenticated, 401, "unauthenticated"),
-    (Forbidden, 403, "forbidden"),
-    (BadRequest, 400, "bad_request"),
-    (UnsupportedMediaType, 415, "unsupported_media_type"),
-    (RequestTooLarge, 413, "too_large"),
-    (ConfigTooLarge, 413, "too_large"),
-    (VersionConflict, 409, "conflict"),
-    (NotFound, 404, "not_found"),
-    (ValidationFailed, 422, "validation"),
-    (InvalidName, 422, "invalid_name"),
-    (InvalidConfig, 422, "invalid_config"),
-    (ConsulPermissionDenied, 503, "consul_permission_denied"),
-    (ConsulUnavailable, 503, "consul_unavailable"),
-)
-
-
-def classify(exc: ConfigdError) -> tuple[int, str]:
-    """HTTP status and metric reason of a configd exception (pure)."""
-    for kind, code, reason in STATUS_BY_ERROR:
-        if isinstance(exc, kind):
-            return code, reason
-    return 500, "internal"
-
-
-def error_body(detail: str, errors: list[ErrorDetail] | None = None, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"detail": detail}
-    if errors:
-        body["errors"] = [e.as_dict() for e in errors]
-    body.update(extra)
-    return body
-
-
-def _detail(exc: ConfigdError, code: int, prefix: str) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, ConsulPermissionDenied):
-        return (
-            f"Consul refused configd's request: {text}. Give configd a Consul ACL token (CONSUL_HTTP_TOKEN) "
-            f"with write access to the key prefix '{prefix}/'"
-        )
-    if isinstance(exc, ConsulUnavailable):
-        return f"Consul is unavailable: {text}"
-    if code == 500:
-        return "internal error in configd; the server log has the details"
-    return text
-
 
 async def _reject(request: Request, code: int, reason: str, detail: str) -> None:
-    """Count a rejected write and append its audit entry (the only write a rejection makes; none for a 401)."""
+    """The audit of a rejected write attempt (when the request was one), off the event loop."""
     attempt = current_attempt(request)
-    if attempt is None or attempt.namespace is None:
-        return
-    state = get_state(request)
-    state.metrics.rejection(attempt.action, reason)
-    if code == 401:
-        # Anyone can send a request without a valid token: writing an audit entry for each would let anonymous
-        # callers grow Consul's KV without bound. They are counted (metrics) and logged, never stored.
-        log.warning("rejected unauthenticated %s of %s/%s", attempt.action, attempt.namespace, attempt.name or "")
-        return
-    entry = new_entry(
-        actor=attempt.actor,
-        action=attempt.action,
-        namespace=attempt.namespace,
-        name=attempt.name,
-        result="rejected",
-        status=code,
-        message=attempt.message,
-        detail=detail,
-    )
-    await run_in_threadpool(state.store.record_rejection, entry)
+    if attempt is not None:
+        await run_in_threadpool(record_rejection, get_state(request), attempt, code, reason, detail)
 
 
 async def _configd_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ConfigdError)
-    code, reason = classify(exc)
-    detail = _detail(exc, code, get_state(request).settings.prefix)
+    code, reason, error = classify(exc)
+    detail = error_detail(exc, code, get_state(request).settings.prefix)
     if code == 500:
         log.error("unexpected configd error on %s %s", request.method, request.url.path, exc_info=exc)
     errors = exc.errors if isinstance(exc, ValidationFailed) else None
@@ -136,7 +63,7 @@ async def _configd_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
     await _reject(request, code, reason, detail)
-    return JSONResponse(error_body(detail, errors, **extra), status_code=code, headers=headers)
+    return JSONResponse(error_body(detail, error, errors, **extra), status_code=code, headers=headers)
 
 
 async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -144,7 +71,7 @@ async def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
     errors = [ErrorDetail(json_pointer(e.get("loc", ())) or "/", str(e.get("msg", "invalid"))) for e in exc.errors()]
     detail = "the request is invalid: " + "; ".join(f"{e.path}: {e.message}" for e in errors)
     await _reject(request, 422, "validation", detail)
-    return JSONResponse(error_body(detail, errors), status_code=422)
+    return JSONResponse(error_body(detail, ValidationFailed.__name__, errors), status_code=422)
 
 
 _HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
@@ -166,7 +93,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     headers = dict(exc.headers or {})
     if exc.status_code == 405 and (allowed := _allowed_methods(request)):
         headers["Allow"] = ", ".join(allowed)
-    return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code, headers=headers)
+    # Routing's own answers (no such path, method not allowed): not errors of configd's tree.
+    error = "NotFound" if exc.status_code == 404 else "HTTPError"
+    return JSONResponse(error_body(str(exc.detail), error), status_code=exc.status_code, headers=headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -175,7 +104,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("incident %s: unexpected error on %s %s", incident, request.method, request.url.path, exc_info=exc)
     detail = f"internal error in configd (incident {incident}); the server log has the details"
     await _reject(request, 500, "internal", detail)
-    return JSONResponse(error_body(detail), status_code=500)
+    return JSONResponse(error_body(detail, ConfigdError.__name__), status_code=500)
 
 
 def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> FastAPI:
@@ -190,7 +119,8 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
     metrics = ServerMetrics()
     gateway = ConsulGateway(settings.consul_addr, token=settings.consul_token_value(), pool_size=64)
     gateway.on_call = metrics.observe_consul_call
-    store = ConfigStore(gateway, KeyLayout(settings.prefix))
+    layout = KeyLayout(settings.prefix)
+    store = ConfigStore(gateway, layout)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -208,7 +138,14 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
         ),
         lifespan=lifespan,
     )
-    app.state.configd = ServerState(settings=settings, store=store, tokens=book, metrics=metrics)
+    app.state.configd = ServerState(
+        settings=settings,
+        store=store,
+        clients=ClientDirectory(gateway, layout),
+        health=functools.partial(consul_health, gateway),
+        tokens=book,
+        metrics=metrics,
+    )
     app.add_exception_handler(ConfigdError, _configd_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from .devagent import PROJECT_ROOT, ConsulAgent
-from .store import ConfigStore
+from .services.configs import ConfigStore
 
 EXAMPLE_CONFIGS = PROJECT_ROOT / "examples" / "configs"
 EXAMPLE_SCHEMAS = PROJECT_ROOT / "schemas" / "examples"

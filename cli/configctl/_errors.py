@@ -12,7 +12,6 @@ Everything else is the shared tree from ``configd_core.errors``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -39,30 +38,6 @@ class ExitCode(IntEnum):
     NOT_FOUND = 4
     UNAVAILABLE = 5
     AUTH = 6
-
-
-@dataclass(frozen=True)
-class HTTPFailure:
-    """The request behind a failure (hvac-style): kept on the exception for ``--json`` output and debugging."""
-
-    method: str
-    url: str
-    status: int | None
-    body: Any
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "url": self.url, "status": self.status, "body": self.body}
-
-
-def attach_failure(exc: ConfigdError, failure: HTTPFailure) -> ConfigdError:
-    """Record the HTTP request on a shared-tree exception (whose constructors know nothing of HTTP)."""
-    exc.http_failure = failure  # type: ignore[attr-defined]
-    return exc
-
-
-def failure_of(exc: BaseException) -> HTTPFailure | None:
-    found = getattr(exc, "http_failure", None)
-    return found if isinstance(found, HTTPFailure) else None
 
 
 class UsageError(ConfigdError):
@@ -148,7 +123,6 @@ def error_document(exc: ConfigdError) -> dict[str, Any]:
         doc["errors"] = [e.as_dict() for e in exc.errors]
     if isinstance(exc, VersionConflict):
         doc["expected"], doc["actual"] = exc.expected, exc.actual
-    failure = failure_of(exc)
-    if failure is not None:
-        doc["request"] = failure.as_dict()
+    if exc.request is not None:
+        doc["request"] = exc.request.as_dict()
     return doc

@@ -1,7 +1,9 @@
 """The CLI's only HTTP code: a small client for configd's JSON API (``/api/v1``).
 
 Every failure leaves this module as a configd exception (``from_status``), carrying the method, URL, status and
-body of the request (``HTTPFailure``); callers never see ``httpx`` exceptions.
+body of the request (``exc.request``, a :class:`RequestContext`); callers never see ``httpx`` exceptions. The
+exception's class comes from the status and, where a status covers several classes, from the ``error`` name
+the server puts in every error body — never from the message.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from configd_core.errors import (
     ConsulUnavailable,
     ErrorDetail,
     NotFound,
+    RequestContext,
+    SchemaIncompatible,
     SchemaNotFound,
     ValidationFailed,
     VersionConflict,
 )
 from configd_core.layout import MAX_CONFIG_BYTES
 
-from ._errors import AuthFailed, HTTPFailure, ServerUnavailable, UsageError, attach_failure, failure_of
+from ._errors import AuthFailed, ServerUnavailable, UsageError
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 API = "/api/v1"
@@ -46,22 +50,24 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def from_status(failure: HTTPFailure) -> ConfigdError:
-    """Map an HTTP error response to the configd exception tree (the API contract's status codes)."""
-    body = failure.body
+def from_status(request: RequestContext) -> ConfigdError:
+    """Map an HTTP error response to the configd exception tree: by status (the API contract), and by the body's
+    ``error`` class name where one status covers a subclass (SchemaNotFound, SchemaIncompatible)."""
+    body = request.body
     detail = body.get("detail") if isinstance(body, dict) else None
     if not isinstance(detail, str) or not detail:
-        detail = f"{failure.method} {failure.url} answered HTTP {failure.status}"
-    status = failure.status
+        detail = f"{request.method} {request.url} answered HTTP {request.status}"
+    error = body.get("error") if isinstance(body, dict) else None
+    status = request.status
     exc: ConfigdError
     if status == 422:
-        exc = ValidationFailed(detail, _details(body))
+        exc = (SchemaIncompatible if error == SchemaIncompatible.__name__ else ValidationFailed)(detail, _details(body))
     elif status == 409:
         exc = VersionConflict(
             detail, expected=_int_or_none(body.get("expected")), actual=_int_or_none(body.get("actual"))
         )
     elif status == 404:
-        exc = SchemaNotFound(detail) if "schema" in detail.lower() and "/configs/" in failure.url else NotFound(detail)
+        exc = (SchemaNotFound if error == SchemaNotFound.__name__ else NotFound)(detail)
     elif status == 413:
         exc = ConfigTooLarge(_int_or_none(body.get("size")) or 0, _int_or_none(body.get("limit")) or MAX_CONFIG_BYTES)
         exc.args = (detail,)
@@ -73,7 +79,7 @@ def from_status(failure: HTTPFailure) -> ConfigdError:
         exc = UsageError(detail)
     else:
         exc = ServerUnavailable(detail)
-    return attach_failure(exc, failure)
+    return exc.with_request(request)
 
 
 def item_failures(exc: ConfigdError, labels: list[str]) -> dict[int, ConfigdError]:
@@ -84,18 +90,18 @@ def item_failures(exc: ConfigdError, labels: list[str]) -> dict[int, ConfigdErro
     problem is its ``expected_version`` is a conflict there and any other a validation failure. Empty when the
     refusal names no item (the request as a whole failed).
     """
-    failure = failure_of(exc)
+    request = exc.request
     by_item: dict[int, list[ErrorDetail]] = {}
-    for detail in _details(failure.body) if failure is not None else []:
+    for detail in _details(request.body) if request is not None else []:
         match = _ITEM_PATH.match(detail.path)
         if match is not None and int(match.group(1)) < len(labels):
             rest = match.group(2) or ""
             by_item.setdefault(int(match.group(1)), []).append(ErrorDetail(rest or "/", detail.message))
-    return {index: _item_failure(exc, labels[index], errors, failure) for index, errors in by_item.items()}
+    return {index: _item_failure(exc, labels[index], errors, request) for index, errors in by_item.items()}
 
 
 def _item_failure(
-    exc: ConfigdError, label: str, errors: list[ErrorDetail], failure: HTTPFailure | None
+    exc: ConfigdError, label: str, errors: list[ErrorDetail], request: RequestContext | None
 ) -> ConfigdError:
     text = "; ".join(e.message if e.path == "/" else f"{e.path}: {e.message}" for e in errors)
     found: ConfigdError
@@ -106,7 +112,7 @@ def _item_failure(
     else:
         document = [ErrorDetail(e.path.removeprefix("/document") or "/", e.message) for e in errors]
         found = ValidationFailed(f"{label}: {len(errors)} validation error(s)", document)
-    return attach_failure(found, failure) if failure is not None else found
+    return found.with_request(request) if request is not None else found
 
 
 def _segment(value: str) -> str:
@@ -152,20 +158,19 @@ class ConfigdAPI:
         try:
             response = self._http.request(method, path, json=json, params=clean or None)
         except httpx.TimeoutException as exc:
-            raise attach_failure(
-                ServerUnavailable(f"configd at {self.server} timed out ({method} {path})"),
-                HTTPFailure(method, url, None, None),
+            raise ServerUnavailable(f"configd at {self.server} timed out ({method} {path})").with_request(
+                RequestContext(method, url, None, None)
             ) from exc
         except httpx.TransportError as exc:
-            raise attach_failure(
-                ServerUnavailable(f"cannot reach configd at {self.server}: {exc}"), HTTPFailure(method, url, None, None)
+            raise ServerUnavailable(f"cannot reach configd at {self.server}: {exc}").with_request(
+                RequestContext(method, url, None, None)
             ) from exc
         try:
             body: Any = response.json()
         except ValueError:
             body = response.text
         if response.status_code >= 400:
-            raise from_status(HTTPFailure(method, str(response.url), response.status_code, body))
+            raise from_status(RequestContext(method, str(response.url), response.status_code, body))
         return body
 
     # --- configs ------------------------------------------------------------------------------------

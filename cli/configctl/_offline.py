@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import PydanticJsonSchemaWarning
 
-from configd.validation import compile_schema, config_errors, schema_errors
+from configd.planning.validation import compile_schema, config_errors, schema_errors
 from configd_core.errors import ErrorDetail, ValidationFailed
 
 from ._errors import UsageError

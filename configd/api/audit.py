@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from .deps import Reader, Store
-from .models import AuditEntry, AuditView, ErrorBody
+from .errors import ERROR_RESPONSES
+from .models import AuditEntry, AuditView
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 @router.get(
     "",
     response_model=AuditView,
-    responses={code: {"model": ErrorBody} for code in (401, 403, 422, 503)},
+    responses=ERROR_RESPONSES,
     summary="The audit log",
 )
 def list_audit(

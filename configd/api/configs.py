@@ -8,13 +8,24 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from configd_core.errors import NotFound
 
-from .deps import DeleteAdmin, Pusher, Reader, RollbackEditor, State, Store, body_openapi, json_body, note_message
+from .deps import (
+    DeleteAdmin,
+    MessageQuery,
+    Pusher,
+    Reader,
+    RollbackEditor,
+    State,
+    Store,
+    body_openapi,
+    json_body,
+    note_message,
+)
+from .errors import ERROR_RESPONSES
 from .models import (
     ChangeItem,
     ConfigSummary,
     DeleteResult,
     DiffView,
-    ErrorBody,
     ErrorItem,
     HistoryView,
     NamespaceSummary,
@@ -31,9 +42,6 @@ from .models import (
 
 router = APIRouter(prefix="/api/v1/configs", tags=["configs"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)
-}
 _UNCHANGED: dict[int | str, dict[str, object]] = {
     200: {"model": WriteResult, "description": "identical to the head: nothing written"}
 }
@@ -47,7 +55,7 @@ def _written(response: Response, status_name: str) -> None:
     response.status_code = status.HTTP_201_CREATED if status_name == "created" else status.HTTP_200_OK
 
 
-@router.get("", response_model=NamespacesView, responses=_ERRORS, summary="Namespaces and their config counts")
+@router.get("", response_model=NamespacesView, responses=ERROR_RESPONSES, summary="Namespaces and their config counts")
 def list_namespaces(principal: Reader, store: Store) -> NamespacesView:
     summaries = []
     for namespace, heads in sorted(store.namespaces().items()):
@@ -65,7 +73,7 @@ def list_namespaces(principal: Reader, store: Store) -> NamespacesView:
     return NamespacesView(namespaces=summaries)
 
 
-@router.get("/{ns}", response_model=NamespaceView, responses=_ERRORS, summary="The configs of a namespace")
+@router.get("/{ns}", response_model=NamespaceView, responses=ERROR_RESPONSES, summary="The configs of a namespace")
 def list_configs(
     ns: str,
     _: Reader,
@@ -88,7 +96,7 @@ def list_configs(
     "/{ns}/{name}",
     response_model=WriteResult,
     status_code=status.HTTP_201_CREATED,
-    responses={**_UNCHANGED, **_ERRORS},
+    responses={**_UNCHANGED, **ERROR_RESPONSES},
     openapi_extra=body_openapi(PushBody),
     summary="Push a new version",
 )
@@ -103,20 +111,22 @@ def push_config(ns: str, name: str, principal: Pusher, body: PushDoc, state: Sta
     return WriteResult.of(result.status, result.head)
 
 
-@router.get("/{ns}/{name}", response_model=VersionView, responses=_ERRORS, summary="The head version with its data")
+@router.get(
+    "/{ns}/{name}", response_model=VersionView, responses=ERROR_RESPONSES, summary="The head version with its data"
+)
 def get_config(ns: str, name: str, _: Reader, store: Store) -> VersionView:
     record, data = store.get(ns, name)
     return VersionView.with_data(record, data)
 
 
-@router.delete("/{ns}/{name}", response_model=DeleteResult, responses=_ERRORS, summary="Delete a config")
+@router.delete("/{ns}/{name}", response_model=DeleteResult, responses=ERROR_RESPONSES, summary="Delete a config")
 def delete_config(
     ns: str,
     name: str,
     principal: DeleteAdmin,
     state: State,
     request: Request,
-    message: Annotated[str, Query(max_length=1000)] = "",
+    message: MessageQuery = "",
 ) -> DeleteResult:
     """The head becomes a tombstone; history stays readable. Applications keep their last applied version."""
     note_message(request, message)
@@ -125,7 +135,9 @@ def delete_config(
     return DeleteResult(namespace=ns, name=name, version=result.head.version)
 
 
-@router.get("/{ns}/{name}/versions", response_model=HistoryView, responses=_ERRORS, summary="History, newest first")
+@router.get(
+    "/{ns}/{name}/versions", response_model=HistoryView, responses=ERROR_RESPONSES, summary="History, newest first"
+)
 def list_versions(
     ns: str,
     name: str,
@@ -144,13 +156,17 @@ def list_versions(
     )
 
 
-@router.get("/{ns}/{name}/versions/{version}", response_model=VersionView, responses=_ERRORS, summary="One version")
+@router.get(
+    "/{ns}/{name}/versions/{version}", response_model=VersionView, responses=ERROR_RESPONSES, summary="One version"
+)
 def get_version(ns: str, name: str, version: int, _: Reader, store: Store) -> VersionView:
     record, data = store.get(ns, name, version)
     return VersionView.with_data(record, data)
 
 
-@router.get("/{ns}/{name}/diff", response_model=DiffView, responses=_ERRORS, summary="Differences between versions")
+@router.get(
+    "/{ns}/{name}/diff", response_model=DiffView, responses=ERROR_RESPONSES, summary="Differences between versions"
+)
 def diff_versions(
     ns: str,
     name: str,
@@ -178,7 +194,7 @@ def diff_versions(
     "/{ns}/{name}/rollback",
     response_model=WriteResult,
     status_code=status.HTTP_201_CREATED,
-    responses={**_UNCHANGED, **_ERRORS},
+    responses={**_UNCHANGED, **ERROR_RESPONSES},
     openapi_extra=body_openapi(RollbackBody),
     summary="Roll back (as a new version)",
 )
@@ -197,7 +213,7 @@ def rollback_config(
 @router.post(
     "/{ns}/{name}/validate",
     response_model=ValidateView,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     openapi_extra=body_openapi(ValidateBody),
     summary="Dry run: validation and diff against the head, nothing written",
 )

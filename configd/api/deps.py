@@ -15,20 +15,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from configd_core.diff import json_pointer
 from configd_core.errors import ErrorDetail, InvalidConfig, InvalidName, ValidationFailed
-from configd_core.layout import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, validate_name
+from configd_core.layout import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, MAX_MESSAGE_CHARS, validate_name
 from configd_core.records import json_depth
 
 from ..auth import Principal, Role, TokenBook
 from ..errors import BadRequest, RequestTooLarge, UnsupportedMediaType
 from ..metrics import ServerMetrics
+from ..services.clients import ClientDirectory
+from ..services.configs import ConfigStore
+from ..services.health import ConsulHealth
 from ..settings import ServerSettings
-from ..store import ConfigStore
 
 # The body wraps the config (``{"data": …, "message": …}``) and may be pretty-printed, so it may be somewhat
 # larger than the canonical limit; anything beyond this is refused before a byte of it is parsed.
@@ -41,10 +43,13 @@ M = TypeVar("M", bound=BaseModel)
 
 @dataclass(frozen=True)
 class ServerState:
-    """Everything a request needs, built once per app (``app.state.configd``)."""
+    """Everything a request needs, built once per app (``app.state.configd``): the settings, the services over
+    Consul (the HTTP layer calls these, never the gateway), the tokens and the metrics."""
 
     settings: ServerSettings
     store: ConfigStore
+    clients: ClientDirectory
+    health: Callable[[], ConsulHealth]
     tokens: TokenBook
     metrics: ServerMetrics
 
@@ -102,7 +107,7 @@ def note_message(request: Request, message: str) -> None:
     """Attach the write's message to the attempt, so a rejection's audit entry carries it."""
     attempt = current_attempt(request)
     if attempt is not None:
-        request.state.attempt = replace(attempt, message=message[:1000])
+        request.state.attempt = replace(attempt, message=message)  # clipped, if need be, by the audit entry
 
 
 class Authorize:
@@ -131,11 +136,16 @@ class Authorize:
         return principal
 
 
+# --- shared aliases of the routers: who may call, and the parameters every resource shares ------------------
 Reader = Annotated[Principal, Depends(Authorize("reader"))]
 Pusher = Annotated[Principal, Depends(Authorize("editor", action="push"))]
 RollbackEditor = Annotated[Principal, Depends(Authorize("editor", action="rollback"))]
 SchemaAdmin = Annotated[Principal, Depends(Authorize("admin", action="schema.register"))]
 DeleteAdmin = Annotated[Principal, Depends(Authorize("admin", action="delete"))]
+Importer = Annotated[Principal, Depends(Authorize("editor", action="import"))]
+
+#: A write's message in the query string (the body's is ``models.Message``); the audit record's limit.
+MessageQuery = Annotated[str, Query(max_length=MAX_MESSAGE_CHARS, description="why (recorded in history and audit)")]
 
 
 # --- JSON bodies -------------------------------------------------------------------------------------------

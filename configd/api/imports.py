@@ -2,12 +2,12 @@
 
 Every item is authorized (a schema needs admin, a config editor, in its namespace) and checked before anything is
 written; one bad item refuses the whole request, with a path per problem (``/items/<i>/…``). Then whole configs
-are committed in batched Consul transactions (:meth:`ConfigStore.import_items`), each item getting its outcome.
+are committed in batched Consul transactions (:class:`configd.services.imports.BulkImporter`), each item
+getting its outcome.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -16,19 +16,15 @@ from configd_core.errors import InvalidName
 from configd_core.layout import validate_name
 
 from ..auth import Principal, Role
-from ..bulk import ImportItem, ImportKind, ImportRejected, ItemProblem, import_rejection
 from ..errors import Forbidden
-from .deps import Authorize, State, WriteAttempt, body_openapi, json_body
-from .models import ErrorBody, ImportBody, ImportItemResult, ImportView
+from ..planning.bulk import ImportItem, ImportKind, ImportRejected, ItemProblem, import_rejection
+from .deps import Importer, State, WriteAttempt, body_openapi, json_body
+from .errors import ERROR_RESPONSES
+from .models import ImportBody, ImportItemResult, ImportView
 
 router = APIRouter(prefix="/api/v1", tags=["import"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)
-}
-
-# An import needs at least the editor role; each item then needs what its single-item endpoint needs.
-Importer = Annotated[Principal, Depends(Authorize("editor", action="import"))]
+# An import needs at least the editor role (``Importer``); each item then needs what its single-item endpoint needs.
 # Each document's depth is checked by the store, item by item (one walk, and an error with the item's path).
 ImportDoc = Annotated[ImportBody, Depends(json_body(ImportBody, envelope_depth=None))]
 ROLE_BY_KIND: dict[ImportKind, Role] = {"schema": "admin", "config": "editor"}
@@ -60,14 +56,13 @@ def _attribute(request: Request, principal: Principal, items: list[ImportItem], 
     """Name the namespace whose audit log records this import if it is refused: the first (bad) item's."""
     item = next((i for i in items if _named(i.namespace)), None)
     if item is not None:
-        attempt = WriteAttempt("import", item.namespace, item.name, principal.name)
-        request.state.attempt = replace(attempt, message=message[:1000])
+        request.state.attempt = WriteAttempt("import", item.namespace, item.name, principal.name, message)
 
 
 @router.post(
     "/import",
     response_model=ImportView,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     openapi_extra=body_openapi(ImportBody),
     summary="Import many schemas and configs (validated together, committed in batches)",
 )

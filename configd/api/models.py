@@ -11,7 +11,7 @@ from configd_core.errors import ErrorDetail
 from configd_core.layout import MAX_MESSAGE_CHARS
 from configd_core.records import AuditRecord, HeadRecord, SchemaHeadRecord, SchemaVersionRecord, VersionRecord
 
-from ..bulk import MAX_IMPORT_ITEMS, ImportOutcome
+from ..planning.bulk import MAX_IMPORT_ITEMS, ImportOutcome
 
 
 def _json_integer(value: Any) -> Any:
@@ -23,6 +23,8 @@ def _json_integer(value: Any) -> Any:
 
 VersionNumber = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
 ExpectedVersion = Annotated[int, Field(ge=0), BeforeValidator(_json_integer)]
+#: A write's message in a body (the query-string form is ``deps.MessageQuery``): the audit record's limit.
+Message = Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
 
 
 class _Body(BaseModel):
@@ -31,13 +33,13 @@ class _Body(BaseModel):
 
 class PushBody(_Body):
     data: Any = Field(description="the config document (a JSON object)", json_schema_extra={"type": "object"})
-    message: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
+    message: Message = ""
     expected_version: ExpectedVersion | None = Field(default=None, description="the head you expect; 0 = not yet")
 
 
 class RollbackBody(_Body):
     to_version: VersionNumber
-    message: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
+    message: Message = ""
     expected_version: ExpectedVersion | None = None
 
 
@@ -60,7 +62,7 @@ class ImportItemBody(_Body):
 
 
 class ImportBody(_Body):
-    message: str = Field(default="", max_length=MAX_MESSAGE_CHARS)
+    message: Message = ""
     items: list[ImportItemBody] = Field(min_length=1, max_length=MAX_IMPORT_ITEMS)
 
 
@@ -76,6 +78,7 @@ class ErrorItem(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+    error: str = Field(description="the class of configd's exception tree behind the status, e.g. VersionConflict")
     errors: list[ErrorItem] | None = None
 
 

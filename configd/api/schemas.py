@@ -8,21 +8,18 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from configd_core.errors import NotFound
 
-from .deps import JSONDocument, Reader, SchemaAdmin, State, Store, body_openapi, note_message
-from .models import ErrorBody, SchemaListView, SchemaSummary, SchemaView, SchemaWriteResult
+from .deps import JSONDocument, MessageQuery, Reader, SchemaAdmin, State, Store, body_openapi, note_message
+from .errors import ERROR_RESPONSES
+from .models import SchemaListView, SchemaSummary, SchemaView, SchemaWriteResult
 
 router = APIRouter(prefix="/api/v1/schemas", tags=["schemas"])
-
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)
-}
 
 
 @router.put(
     "/{ns}/{name}",
     response_model=SchemaWriteResult,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": SchemaWriteResult, "description": "identical to the current schema"}, **_ERRORS},
+    responses={200: {"model": SchemaWriteResult, "description": "identical to the current schema"}, **ERROR_RESPONSES},
     openapi_extra=body_openapi(description="the JSON Schema (Draft 2020-12)"),
     summary="Register a new schema version",
 )
@@ -35,7 +32,7 @@ def put_schema(
     request: Request,
     response: Response,
     force: Annotated[bool, Query(description="register even if the current config would fail it")] = False,
-    message: Annotated[str, Query(max_length=1000)] = "",
+    message: MessageQuery = "",
 ) -> SchemaWriteResult:
     """201 with the new version, or 200 when the schema equals the current one. 422 when it is not a valid
     schema, or when the current config would fail it (register with ``force=true`` to override)."""
@@ -50,7 +47,7 @@ def put_schema(
     )
 
 
-@router.get("/{ns}", response_model=SchemaListView, responses=_ERRORS, summary="The schemas of a namespace")
+@router.get("/{ns}", response_model=SchemaListView, responses=ERROR_RESPONSES, summary="The schemas of a namespace")
 def list_schemas(ns: str, _: Reader, store: Store) -> SchemaListView:
     """Every current schema of the namespace (name, version, sha256): what an import plans against, in one
     request. 404 when the namespace has none."""
@@ -60,13 +57,15 @@ def list_schemas(ns: str, _: Reader, store: Store) -> SchemaListView:
     return SchemaListView(namespace=ns, schemas=[SchemaSummary.of(h) for h in heads])
 
 
-@router.get("/{ns}/{name}", response_model=SchemaView, responses=_ERRORS, summary="The current schema")
+@router.get("/{ns}/{name}", response_model=SchemaView, responses=ERROR_RESPONSES, summary="The current schema")
 def get_schema(ns: str, name: str, _: Reader, store: Store) -> SchemaView:
     record = store.schemas.get(ns, name)
     return SchemaView.of(record, store.schemas.versions(ns, name))
 
 
-@router.get("/{ns}/{name}/versions/{version}", response_model=SchemaView, responses=_ERRORS, summary="A schema version")
+@router.get(
+    "/{ns}/{name}/versions/{version}", response_model=SchemaView, responses=ERROR_RESPONSES, summary="A schema version"
+)
 def get_schema_version(ns: str, name: str, version: int, _: Reader, store: Store) -> SchemaView:
     record = store.schemas.get(ns, name, version)
     return SchemaView.of(record, store.schemas.versions(ns, name))

@@ -24,15 +24,14 @@ from starlette.concurrency import run_in_threadpool
 from configd_core.diff import diff_json
 from configd_core.errors import ConfigdError, NotFound, ValidationFailed, VersionConflict
 from configd_core.layout import MAX_MESSAGE_CHARS, validate_name
-from configd_core.records import AuditRecord, ClientRecord, HeadRecord
+from configd_core.records import AuditRecord
 
 from ..api.clients import client_view
-from ..api.deps import ServerState, get_state
+from ..api.deps import ServerState, WriteAttempt, get_state
+from ..api.errors import classify, record_rejection
 from ..api.models import ClientView
-from ..audit import new_entry
 from ..auth import ROLE_RANK, Principal
 from ..errors import BadRequest, Forbidden, Unauthenticated
-from ..store import ConfigStore
 from ._present import (
     change_views,
     client_counts,
@@ -132,9 +131,7 @@ def _render(request: Request, session: Session | None, page: Page) -> HTMLRespon
 
 
 def _status_of(exc: ConfigdError) -> int:
-    from ..app import classify  # the app imports this module; one mapping of errors to statuses is the app's
-
-    code, _ = classify(exc)
+    code, _, _ = classify(exc)
     return 503 if code == 500 else code
 
 
@@ -192,18 +189,10 @@ def _require_namespace(session: Session, namespace: str) -> None:
     session.principal.authorize("reader", namespace)
 
 
-def _clients(store: ConfigStore, namespace: str, heads: list[HeadRecord]) -> list[ClientView]:
-    _, entries = store.gateway.list(store.layout.clients_prefix(namespace))
-    by_name = {h.name: h for h in heads}
-    views = []
-    for entry in sorted(entries, key=lambda e: e.key):
-        try:
-            record = ClientRecord.from_bytes(entry.value)
-        except ConfigdError:  # one unreadable registration must not hide the others
-            log.warning("ui: skipping unreadable client record %s", entry.key)
-            continue
-        views.append(client_view(record, by_name))
-    return views
+def _clients(state: ServerState, namespace: str) -> list[ClientView]:
+    """The namespace's SDK instances against its heads (deleted ones too: an instance may still follow one)."""
+    instances = state.clients.instances(namespace, state.store.heads(namespace, include_deleted=True))
+    return [client_view(i) for i in instances]
 
 
 # --- sign-in ----------------------------------------------------------------------------------------------
@@ -299,12 +288,12 @@ def namespaces_page(request: Request) -> Response:
 def namespace_page(request: Request, ns: str) -> Response:
     def build(session: Session) -> Page:
         _require_namespace(session, ns)
-        store = _state(request).store
-        every_head = store.heads(ns, include_deleted=True)  # one read: tombstones only serve the client view
+        state = _state(request)
+        every_head = state.store.heads(ns, include_deleted=True)  # one read: tombstones only serve the client view
         heads = [h for h in every_head if not h.deleted]
         if not heads:
             raise NotFound(f"namespace {ns} has no configs")
-        clients = _clients(store, ns, every_head)
+        clients = [client_view(i) for i in state.clients.instances(ns, every_head)]
         counts = client_counts(clients, [h.name for h in heads])
         rows = [{"head": h, "clients": counts[h.name]} for h in heads]
         return Page(
@@ -333,7 +322,7 @@ def config_page(request: Request, ns: str, name: str) -> Response:
         history = store.history(ns, name, limit=HISTORY_PAGE, before=_query_int(request, "before"))
         clients = [
             (client, applied)
-            for client in _clients(store, ns, store.heads(ns, include_deleted=True))
+            for client in _clients(_state(request), ns)
             for applied in client.configs
             if applied.name == name
         ]
@@ -425,7 +414,9 @@ def _rollback(request: Request, session: Session, ns: str, name: str, form: dict
             to_version = _form_int(form, "to_version")
             expected = _form_int(form, "expected_version") if form.get("expected_version") else None
         except (Forbidden, BadRequest) as exc:
-            _audit_rejection(store, session, ns, name, message, exc)
+            attempt = WriteAttempt("rollback", ns, name, session.principal.name, message)
+            code, reason, _ = classify(exc)
+            record_rejection(_state(request), attempt, code, reason, f"ui: {exc}")
             raise
         result = store.rollback(
             ns, name, to_version, actor=session.principal.name, message=message, expected_version=expected
@@ -447,28 +438,13 @@ def _form_int(form: dict[str, str], key: str) -> int:
     return int(raw)
 
 
-def _audit_rejection(store: ConfigStore, session: Session, ns: str, name: str, message: str, exc: ConfigdError) -> None:
-    store.record_rejection(
-        new_entry(
-            actor=session.principal.name,
-            action="rollback",
-            namespace=ns,
-            name=name,
-            result="rejected",
-            status=_status_of(exc),
-            message=message[:MAX_MESSAGE_CHARS],
-            detail=f"ui: {exc}",
-        )
-    )
-
-
 @router.get("/audit")
 def audit_page(request: Request) -> Response:
     def build(session: Session) -> Page:
         store = _state(request).store
         chosen = request.query_params.get("namespace", "")
         limit = min(max(_query_int(request, "limit") or AUDIT_DEFAULT_LIMIT, 1), AUDIT_MAX_LIMIT)
-        known = _audit_namespaces(store)
+        known = store.audit.namespaces()
         visible = [ns for ns in known if session.principal.covers(ns)]
         if chosen:
             _require_namespace(session, chosen)
@@ -491,12 +467,6 @@ def audit_page(request: Request) -> Response:
         )
 
     return _page(request, build)
-
-
-def _audit_namespaces(store: ConfigStore) -> list[str]:
-    """Namespaces that have audit entries (their key's second-to-last segment)."""
-    keys = store.gateway.keys(store.layout.audit_root)
-    return sorted({key.rsplit("/", 2)[-2] for key in keys if key.count("/") >= 2})
 
 
 @router.get("/static/{filename}")

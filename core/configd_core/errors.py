@@ -13,12 +13,15 @@
     └── ConfigTooLarge          the canonical JSON exceeds the size limit; names both numbers
 
 Consul and HTTP failures are mapped to these at the boundary (``raise … from exc``), so callers never
-catch ``requests``, ``consul`` or ``httpx`` exceptions.
+catch ``requests``, ``consul`` or ``httpx`` exceptions. An error that came back from configd's HTTP API carries
+that request (:class:`RequestContext`, hvac-style), and the API names each error's class in its body
+(``"error": "VersionConflict"``), so a client maps it back to this tree without reading the message.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Self
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,29 @@ class ErrorDetail:
         return {"path": self.path, "message": self.message}
 
 
+@dataclass(frozen=True)
+class RequestContext:
+    """The HTTP request behind an error: method, URL, the status it got (None: no answer) and the decoded body."""
+
+    method: str
+    url: str
+    status: int | None
+    body: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "url": self.url, "status": self.status, "body": self.body}
+
+
 class ConfigdError(Exception):
     """Root of every configd exception."""
+
+    #: The HTTP request that answered with this error, when there was one (set by :meth:`with_request`).
+    request: RequestContext | None = None
+
+    def with_request(self, request: RequestContext) -> Self:
+        """This error, noting the HTTP request behind it (like ``with_traceback``: ``raise exc.with_request(r)``)."""
+        self.request = request
+        return self
 
 
 class ConsulUnavailable(ConfigdError):

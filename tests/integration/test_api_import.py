@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from configd.bulk import ImportItem, pack_transactions
-from configd.store import ConfigStore
+from configd.planning.bulk import ImportItem, pack_transactions
+from configd.services.configs import ConfigStore
 from configd_core.consul import ConsulGateway, KVEntry, TxnOp
 from configd_core.layout import CONSUL_TXN_MAX_OPS, MAX_JSON_DEPTH, KeyLayout
 from configd_core.records import AuditRecord, HeadRecord, SchemaVersionRecord, VersionRecord

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from configd.store import ConfigStore
+from configd.services.configs import ConfigStore
 from configd_client import (
     AsyncConfigClient,
     ChangeEvent,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from configd.dev import load_examples
-from configd.store import ConfigStore
+from configd.services.configs import ConfigStore
 from configd_core.consul import ConsulGateway
 from configd_core.layout import KeyLayout
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from configd.store import ConfigStore
+from configd.services.configs import ConfigStore
 from configd_client._live import LiveSettings
 from configd_client._registration import InstanceRegistration
 from configd_client._source import SettingsFactory

@@ -14,7 +14,7 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from configd.devagent import AgentPorts, ConsulAgent
-from configd.store import ConfigStore
+from configd.services.configs import ConfigStore
 from configd_client import ChangeEvent, ConfigClient, ConsulUnavailable
 from configd_core.consul import ConsulGateway
 from configd_core.layout import KeyLayout

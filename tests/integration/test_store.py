@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from configd.store import ConfigStore
+from configd.services.configs import ConfigStore
 from configd_client import (
     ConfigdError,
     ConfigTooLarge,

@@ -14,12 +14,10 @@ from typer.testing import CliRunner
 from configctl import ExitCode, app, exit_code_for
 from configctl._errors import (
     AuthFailed,
-    HTTPFailure,
     ServerUnavailable,
     UsageError,
     error_document,
     error_line,
-    failure_of,
     worst,
 )
 from configctl._http import from_status, item_failures
@@ -36,7 +34,7 @@ from configctl._tree import (
     scan_tree,
 )
 from configctl._watch import Debouncer
-from configd.validation import schema_errors
+from configd.planning.validation import schema_errors
 from configd_client import (
     ConfigdError,
     ConfigTooLarge,
@@ -51,6 +49,7 @@ from configd_client import (
     ValidationFailed,
     VersionConflict,
 )
+from configd_core.errors import RequestContext
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA: dict[str, Any] = {
@@ -120,10 +119,10 @@ def test_worst_prefers_the_run_breaking_failure() -> None:
     ],
 )
 def test_from_status_maps_codes_and_keeps_the_request(status: int, body: Any, cls: type[ConfigdError]) -> None:
-    failure = HTTPFailure("PUT", "http://h/api/v1/configs/a/b", status, body)
+    failure = RequestContext("PUT", "http://h/api/v1/configs/a/b", status, body)
     exc = from_status(failure)
     assert type(exc) is cls
-    assert failure_of(exc) == failure
+    assert exc.request == failure
     assert error_document(exc)["request"] == {"method": "PUT", "url": failure.url, "status": status, "body": body}
     if isinstance(body, dict):
         assert str(exc) == body["detail"]
@@ -133,14 +132,19 @@ def test_from_status_maps_codes_and_keeps_the_request(status: int, body: Any, cl
 
 def test_from_status_keeps_paths_and_versions() -> None:
     body = {"detail": "2 errors", "errors": [{"path": "/a", "message": "m1"}, {"path": "/b/0", "message": "m2"}]}
-    exc = from_status(HTTPFailure("PUT", "u", 422, body))
+    exc = from_status(RequestContext("PUT", "u", 422, body))
     assert isinstance(exc, ValidationFailed)
     assert exc.errors == [ErrorDetail("/a", "m1"), ErrorDetail("/b/0", "m2")]
-    conflict = from_status(HTTPFailure("PUT", "u", 409, {"detail": "d", "expected": 1, "actual": 5}))
+    conflict = from_status(RequestContext("PUT", "u", 409, {"detail": "d", "expected": 1, "actual": 5}))
     assert isinstance(conflict, VersionConflict)
     assert (conflict.expected, conflict.actual) == (1, 5)
-    missing = from_status(HTTPFailure("PUT", "http://h/api/v1/configs/a/b", 404, {"detail": "no schema registered"}))
+    # The class comes from the body's ``error`` name, never from the message's words.
+    missing = from_status(
+        RequestContext("PUT", "http://h/api/v1/configs/a/b", 404, {"detail": "d", "error": "SchemaNotFound"})
+    )
     assert isinstance(missing, SchemaNotFound)
+    plain = from_status(RequestContext("PUT", "http://h/api/v1/configs/a/b", 404, {"detail": "no schema registered"}))
+    assert type(plain) is NotFound
 
 
 def test_error_line_is_one_line_with_every_path() -> None:
@@ -224,7 +228,7 @@ def test_import_requests_keep_a_config_whole_within_the_limits() -> None:
 
 def _refusal(status: int, errors: list[dict[str, str]]) -> ConfigdError:
     body = {"detail": "import refused, nothing written", "errors": errors, "expected": None, "actual": None}
-    return from_status(HTTPFailure("POST", "http://x/api/v1/import", status, body))
+    return from_status(RequestContext("POST", "http://x/api/v1/import", status, body))
 
 
 def test_item_failures_decode_an_import_refusal_per_item() -> None:
@@ -246,7 +250,7 @@ def test_item_failures_decode_an_import_refusal_per_item() -> None:
         ("/", "'port' is a required property"),
     ]
     assert isinstance(found[2], VersionConflict) and exit_code_for(found[2]) == ExitCode.CONFLICT
-    assert failure_of(found[2]) is not None  # the request stays attached for --json
+    assert found[2].request is not None  # the request stays attached for --json
     forbidden = item_failures(_refusal(403, [{"path": "/items/0", "message": "a/x schema: needs admin"}]), labels)
     assert isinstance(forbidden[0], AuthFailed) and "needs admin" in str(forbidden[0])
     missing = item_failures(_refusal(404, [{"path": "/items/3", "message": "a/z: no schema"}]), labels)

@@ -1,5 +1,5 @@
 """Bulk import, the pure part: what an import is made of, how it is checked and refused, and how whole configs
-are packed into Consul transactions. :meth:`configd.store.ConfigStore.import_items` does the reads and commits.
+are packed into Consul transactions. :class:`configd.services.imports.BulkImporter` does the reads and commits.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 
-from configd_core.consul import (
-    TxnOp,
-    op_check_index,
-)
+from configd_core.consul import TxnOp
 from configd_core.errors import (
     ConfigdError,
     ErrorDetail,
@@ -35,8 +32,7 @@ from configd_core.records import (
     sha256_hex,
 )
 
-from .audit import AuditLog
-from .errors import Forbidden
+from ..errors import Forbidden
 from .validation import config_errors
 from .writes import (
     ConfigWrite,
@@ -44,8 +40,10 @@ from .writes import (
     SchemaWrite,
     checked_config,
     checked_schema,
-    config_guard,
     config_write,
+    push_transaction,
+    register_transaction,
+    schema_and_config_transaction,
     schema_write,
 )
 
@@ -274,25 +272,14 @@ class GroupPlan:
     unchanged: tuple[ImportOutcome, ...] = ()
     problems: tuple[ItemProblem, ...] = ()
 
-    def ops(self, layout: KeyLayout, audit: AuditLog) -> list[TxnOp]:
-        """The group's operations, guarded like a push and a registration: every head it depends on must still
-        be where it was read. A schema and its config written together guard each other by their own CAS."""
-        ns, name, current = self.group.namespace, self.group.name, self.current
+    def ops(self, layout: KeyLayout) -> list[TxnOp]:
+        """The group's operations: exactly the transaction a push, a registration or both would commit."""
         if self.schema is not None and self.config is not None:
-            return [
-                *self.schema.ops(layout, audit, current.schema_index),
-                *self.config.ops(layout, audit, current.head_index),
-            ]
+            return schema_and_config_transaction(layout, self.schema, self.config, self.current)
         if self.schema is not None:
-            return [
-                config_guard(layout, ns, name, current.head_index),
-                *self.schema.ops(layout, audit, current.schema_index),
-            ]
+            return register_transaction(layout, self.schema, self.current)
         if self.config is not None:
-            return [
-                op_check_index(layout.schema_head(ns, name), current.schema_index),
-                *self.config.ops(layout, audit, current.head_index),
-            ]
+            return push_transaction(layout, self.config, self.current)
         return []
 
     def created(self) -> list[ImportOutcome]:

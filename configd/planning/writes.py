@@ -1,7 +1,13 @@
-"""The records of one write, built without I/O: shared by push, schema registration and bulk import.
+"""The records of one write, built without I/O: shared by push, rollback, schema registration, delete and import.
 
-A write is decided here (checked documents, version records, heads, audit entries, the transaction's operations);
-:mod:`configd.store` does the reads before it and the transaction after it.
+A write is decided here (checked documents, version records, heads, audit entries) and so is its transaction:
+:func:`push_transaction`, :func:`register_transaction`, :func:`schema_and_config_transaction` and
+:meth:`DeleteWrite.ops` are the only builders of configd's write transactions. :mod:`configd.services` does the
+reads before and the commit after.
+
+Every transaction is guarded by the heads it was decided from (:class:`Heads`): the head it moves by CAS, and the
+head it depends on by check-index (or check-not-exists), so two concurrent writers never both win and a config is
+never validated against a schema that changed meanwhile.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from configd_core.errors import (
     ValidationFailed,
 )
 from configd_core.layout import (
+    MAX_AUTHOR_CHARS,
     MAX_CONFIG_BYTES,
+    MAX_MESSAGE_CHARS,
     MAX_SCHEMA_BYTES,
     KeyLayout,
 )
@@ -40,7 +48,7 @@ from configd_core.records import (
     utcnow,
 )
 
-from .audit import AuditLog, new_entry
+from .audit import audit_op, new_entry
 from .validation import schema_errors
 
 
@@ -66,6 +74,20 @@ class Heads:
 
 
 # --- the records of one write: pure, shared by push, schema registration and import --------------------
+def checked_message(message: str, what: str = "message") -> str:
+    """``message`` if it fits the audit record's limit (MAX_MESSAGE_CHARS), else ValidationFailed."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise ValidationFailed(f"{what} is longer than {MAX_MESSAGE_CHARS} characters")
+    return message
+
+
+def checked_author(actor: str) -> str:
+    """``actor`` (a token's name) if it fits MAX_AUTHOR_CHARS, else ValidationFailed."""
+    if len(actor) > MAX_AUTHOR_CHARS:
+        raise ValidationFailed(f"author is longer than {MAX_AUTHOR_CHARS} characters")
+    return actor
+
+
 def checked_config(data: Any) -> bytes:
     """The canonical bytes of a config document; InvalidConfig or ConfigTooLarge when configd cannot store it."""
     check_document(data)
@@ -109,13 +131,12 @@ class SchemaWrite:
     head: SchemaHeadRecord
     audit: AuditRecord
 
-    def ops(self, layout: KeyLayout, audit: AuditLog, head_index: int) -> list[TxnOp]:
+    def ops(self, layout: KeyLayout, head_index: int) -> list[TxnOp]:
         """Create the version, CAS the schema head from ``head_index`` (0 = new), create the audit entry."""
         namespace, name, version = self.record.namespace, self.record.name, self.record.version
         version_key, head_key = layout.schema_version(namespace, name, version), layout.schema_head(namespace, name)
-        return _write_ops(
-            version_key, self.record.to_bytes(), head_key, self.head.to_bytes(), head_index, audit.op(self.audit)
-        )
+        audit = audit_op(layout, self.audit)
+        return _write_ops(version_key, self.record.to_bytes(), head_key, self.head.to_bytes(), head_index, audit)
 
 
 def schema_write(
@@ -175,13 +196,12 @@ class ConfigWrite:
             for i, chunk in enumerate(self.chunks)
         ]
 
-    def ops(self, layout: KeyLayout, audit: AuditLog, head_index: int) -> list[TxnOp]:
+    def ops(self, layout: KeyLayout, head_index: int) -> list[TxnOp]:
         """Create the version, CAS the config head from ``head_index`` (0 = new), create the audit entry."""
         namespace, name, version = self.record.namespace, self.record.name, self.record.version
         version_key, head_key = layout.version(namespace, name, version), layout.head(namespace, name)
-        return _write_ops(
-            version_key, self.record.to_bytes(), head_key, self.head.to_bytes(), head_index, audit.op(self.audit)
-        )
+        audit = audit_op(layout, self.audit)
+        return _write_ops(version_key, self.record.to_bytes(), head_key, self.head.to_bytes(), head_index, audit)
 
 
 def config_write(
@@ -247,3 +267,63 @@ def config_write(
         message=message,
     )
     return ConfigWrite(record, new_head, audit, encoded.chunks)
+
+
+@dataclass(frozen=True)
+class DeleteWrite:
+    """A config's tombstone, built without I/O: the head marked deleted (history stays) and its audit entry."""
+
+    tombstone: HeadRecord
+    audit: AuditRecord
+
+    def ops(self, layout: KeyLayout, head_index: int) -> list[TxnOp]:
+        """CAS the head to its tombstone from ``head_index``, create the audit entry."""
+        key = layout.head(self.tombstone.namespace, self.tombstone.name)
+        return [op_cas(key, self.tombstone.to_bytes(), head_index), audit_op(layout, self.audit)]
+
+
+def delete_write(head: HeadRecord, *, actor: str, message: str) -> DeleteWrite:
+    """The tombstone that deletes the live config ``head`` points to."""
+    tombstone = head.model_copy(
+        update={"deleted": True, "data": None, "author": actor, "message": message or "deleted", "created_at": utcnow()}
+    )
+    audit = new_entry(
+        actor=actor,
+        action="delete",
+        namespace=head.namespace,
+        name=head.name,
+        result="deleted",
+        status=200,
+        version=head.version,
+        message=message,
+    )
+    return DeleteWrite(tombstone, audit)
+
+
+# --- the transactions: the one builder of each, shared by push, rollback, registration and import ----------
+def push_transaction(layout: KeyLayout, write: ConfigWrite, current: Heads) -> list[TxnOp]:
+    """A config version against an unchanged schema: the schema head must still be at ``current.schema_index``
+    (the version was validated against it) and the config head moves by CAS from ``current.head_index``."""
+    record = write.record
+    return [
+        op_check_index(layout.schema_head(record.namespace, record.name), current.schema_index),
+        *write.ops(layout, current.head_index),
+    ]
+
+
+def register_transaction(layout: KeyLayout, write: SchemaWrite, current: Heads) -> list[TxnOp]:
+    """A schema version alone: the config head must still be where it was read (the current config was checked
+    against the new schema) and the schema head moves by CAS from ``current.schema_index``."""
+    record = write.record
+    return [
+        config_guard(layout, record.namespace, record.name, current.head_index),
+        *write.ops(layout, current.schema_index),
+    ]
+
+
+def schema_and_config_transaction(
+    layout: KeyLayout, schema: SchemaWrite, config: ConfigWrite, current: Heads
+) -> list[TxnOp]:
+    """A schema version and a config version together (an import): each head moves by its own CAS, which guards
+    the other as well."""
+    return [*schema.ops(layout, current.schema_index), *config.ops(layout, current.head_index)]

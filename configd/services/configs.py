@@ -1,0 +1,439 @@
+"""Versioned configs in Consul: reads, push, rollback, delete, dry-run and diff, each validated against its schema.
+
+Every write follows one shape: read the heads it depends on, decide without I/O (:mod:`configd.planning`:
+validate, compare, build the records and the transaction), then commit in ONE Consul transaction guarded by the
+heads' ModifyIndex (CAS). A reader therefore never sees a head without its version record, and two concurrent
+writers never both win.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from configd_core.consul import ConsulGateway, KVEntry, TxnOp, op_get
+from configd_core.diff import Change, diff_json, unified_diff
+from configd_core.errors import NotFound, SchemaNotFound, ValidationFailed, VersionConflict
+from configd_core.layout import CONSUL_TXN_MAX_OPS, KeyLayout, validate_name
+from configd_core.records import HeadRecord, SchemaHeadRecord, SchemaRef, VersionRecord, decode_data, sha256_hex
+
+from ..planning.bulk import ImportItem, ImportOutcome
+from ..planning.validation import config_errors
+from ..planning.writes import (
+    Heads,
+    checked_author,
+    checked_config,
+    checked_message,
+    config_write,
+    delete_write,
+    push_transaction,
+)
+from .audit import AuditLog
+from .heads import KnownHeads
+from .imports import BulkImporter
+from .schemas import SchemaRegistry, SchemaResult
+
+WriteStatus = Literal["created", "unchanged"]
+# Without expected_version a push means "make this the head": a lost CAS race is retried this many times
+# (re-reading and re-validating each time) before VersionConflict reaches the caller.
+PUSH_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """Outcome of a push, rollback or delete: the head after it, and whether a version was created."""
+
+    status: WriteStatus
+    head: HeadRecord
+
+    @property
+    def created(self) -> bool:
+        return self.status == "created"
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a push would do, computed without writing: validation errors and the diff against the head."""
+
+    valid: bool
+    errors: list[Any]
+    head_version: int | None
+    changes: list[Change]
+    unified: str
+    schema_ref: SchemaRef | None
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    from_version: int
+    to_version: int
+    changes: list[Change]
+    unified: str
+
+
+@dataclass(frozen=True)
+class HeadsPage:
+    """Live heads of one namespace in name order; ``next_after`` continues the listing."""
+
+    heads: list[HeadRecord]
+    next_after: str | None
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """Version records newest first, without their data; ``next_before`` continues the listing."""
+
+    versions: list[VersionRecord]
+    total: int
+    next_before: int | None
+
+
+@dataclass(frozen=True)
+class _PushRequest:
+    namespace: str
+    name: str
+    data: Any
+    actor: str
+    message: str
+    expected_version: int | None
+    rollback_of: int | None
+
+
+class ConfigStore:
+    """Versioned configs: push, history, rollback, diff and delete, all validated against their schema."""
+
+    def __init__(self, gateway: ConsulGateway, layout: KeyLayout | None = None) -> None:
+        self._gateway = gateway
+        self.layout = layout or KeyLayout()
+        self.audit = AuditLog(gateway, self.layout)
+        self.schemas = SchemaRegistry(gateway, self.layout)
+        self._known = KnownHeads()
+        self._importer = BulkImporter(gateway, self.layout, self.schemas, self._known, self.current_data)
+
+    # --- reads -------------------------------------------------------------------------------------
+    def _head(self, namespace: str, name: str) -> tuple[HeadRecord, KVEntry] | None:
+        entry = self._gateway.get(self.layout.head(namespace, name))
+        return (HeadRecord.from_bytes(entry.value), entry) if entry else None
+
+    def head(self, namespace: str, name: str) -> HeadRecord:
+        """The current head of a live (not deleted) config."""
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        found = self._head(namespace, name)
+        if found is None or found[0].deleted:
+            raise NotFound(f"config {namespace}/{name} does not exist")
+        return found[0]
+
+    def version(self, namespace: str, name: str, version: int | None = None) -> VersionRecord:
+        """One version record (the head's when ``version`` is None)."""
+        if version is None:
+            version = self.head(namespace, name).version
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        entry = self._gateway.get(self.layout.version(namespace, name, version))
+        if entry is None:
+            raise NotFound(f"config {namespace}/{name} has no version {version}")
+        return VersionRecord.from_bytes(entry.value)
+
+    def data(self, record: VersionRecord) -> Any:
+        """The document of a version, reassembled from blob chunks when it was stored in them."""
+        return decode_data(record, self._chunks)
+
+    def _chunks(self, record: VersionRecord) -> list[bytes]:
+        _, entries = self._gateway.list(self.layout.blob_prefix(record.namespace, record.name, record.sha256))
+        return [e.value for e in sorted(entries, key=lambda e: e.key)]
+
+    def get(self, namespace: str, name: str, version: int | None = None) -> tuple[VersionRecord, Any]:
+        record = self.version(namespace, name, version)
+        return record, self.data(record)
+
+    def history(self, namespace: str, name: str, *, limit: int = 50, before: int | None = None) -> HistoryPage:
+        """Versions newest first, ``limit`` per page, those below ``before`` (exclusive) when given."""
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        keys = self._gateway.keys(self.layout.versions_prefix(namespace, name))
+        if not keys:
+            raise NotFound(f"config {namespace}/{name} does not exist")
+        numbers = sorted((int(k.rsplit("/", 1)[-1]) for k in keys), reverse=True)
+        eligible = [v for v in numbers if before is None or v < before]
+        page = eligible[: max(1, limit)]
+        records: list[VersionRecord] = []
+        for start in range(0, len(page), CONSUL_TXN_MAX_OPS):
+            batch = page[start : start + CONSUL_TXN_MAX_OPS]
+            entries = self._gateway.txn([op_get(self.layout.version(namespace, name, v)) for v in batch])
+            records.extend(VersionRecord.from_bytes(e.value).model_copy(update={"data": None}) for e in entries)
+        more = len(eligible) > len(page)
+        return HistoryPage(records, total=len(numbers), next_before=page[-1] if more and page else None)
+
+    def heads(self, namespace: str | None = None, *, include_deleted: bool = False) -> list[HeadRecord]:
+        """Heads of one namespace, or of every namespace, sorted by namespace and name."""
+        if namespace is not None:
+            validate_name(namespace, "namespace")
+        prefix = self.layout.heads_prefix(namespace) if namespace else self.layout.heads_root
+        _, entries = self._gateway.list(prefix)
+        heads = [HeadRecord.from_bytes(e.value) for e in entries]
+        return sorted((h for h in heads if include_deleted or not h.deleted), key=lambda h: (h.namespace, h.name))
+
+    def heads_page(self, namespace: str, *, limit: int, after: str | None = None) -> HeadsPage:
+        """Up to ``limit`` live heads of a namespace with names after ``after``, in name order.
+
+        Lists key names only (no values), then reads just the page's heads in read-only transactions, so a page
+        costs the same in a namespace of 10 configs or of 10,000. Tombstones are skipped, so a page may hold
+        fewer than ``limit`` heads; ``next_after`` is None on the last page.
+        """
+        validate_name(namespace, "namespace")
+        if after is not None:
+            validate_name(after, "after")
+        prefix = self.layout.heads_prefix(namespace)
+        names = [k[len(prefix) :] for k in self._gateway.keys(prefix)]
+        eligible = [n for n in names if after is None or n > after]
+        page = eligible[: max(1, limit)]
+        heads: list[HeadRecord] = []
+        for start in range(0, len(page), CONSUL_TXN_MAX_OPS):
+            batch = page[start : start + CONSUL_TXN_MAX_OPS]
+            entries = self._gateway.txn([op_get(self.layout.head(namespace, n)) for n in batch])
+            heads.extend(h for h in (HeadRecord.from_bytes(e.value) for e in entries) if not h.deleted)
+        more = len(eligible) > len(page)
+        return HeadsPage(heads, next_after=page[-1] if more else None)
+
+    def namespaces(self) -> dict[str, list[HeadRecord]]:
+        """Live configs grouped by namespace."""
+        grouped: dict[str, list[HeadRecord]] = {}
+        for head in self.heads():
+            grouped.setdefault(head.namespace, []).append(head)
+        return grouped
+
+    def diff(self, namespace: str, name: str, from_version: int, to_version: int) -> VersionDiff:
+        a = self.data(self.version(namespace, name, from_version))
+        b = self.data(self.version(namespace, name, to_version))
+        return VersionDiff(
+            from_version,
+            to_version,
+            diff_json(a, b),
+            unified_diff(
+                a,
+                b,
+                from_label=f"{namespace}/{name}@v{from_version}",
+                to_label=f"{namespace}/{name}@v{to_version}",
+            ),
+        )
+
+    # --- validation --------------------------------------------------------------------------------
+    def _validated(self, namespace: str, name: str, data: Any, schema_head: SchemaHeadRecord | None) -> bytes:
+        """Check ``data`` against the config's current schema head; returns its canonical bytes."""
+        canonical = checked_config(data)
+        if schema_head is None:
+            raise SchemaNotFound(f"no schema is registered for {namespace}/{name}; register one before pushing configs")
+        errors = config_errors(self.schemas.validator(schema_head), data)
+        if errors:
+            raise ValidationFailed(
+                f"{namespace}/{name}: {len(errors)} validation error(s) against schema v{schema_head.version}",
+                errors,
+            )
+        return canonical
+
+    def _read_heads(self, namespace: str, name: str) -> Heads:
+        """The config head and the schema head as Consul has them now, in one round trip when both exist."""
+        head_key, schema_key = self.layout.head(namespace, name), self.layout.schema_head(namespace, name)
+        try:
+            found = {e.key: e for e in self._gateway.txn([op_get(head_key), op_get(schema_key)])}
+        except VersionConflict:  # a read transaction fails as a whole when a key is missing: read them apart
+            found = {key: entry for key in (head_key, schema_key) if (entry := self._gateway.get(key)) is not None}
+        heads = Heads.of(found.get(head_key), found.get(schema_key))
+        self._known.put(namespace, name, heads)
+        return heads
+
+    def dry_run(self, namespace: str, name: str, data: Any) -> DryRun:
+        """Validate and diff against the head without writing anything."""
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        current = self._read_heads(namespace, name)
+        head = current.head if current.head and not current.head.deleted else None
+        old = self.current_data(head)
+        try:
+            self._validated(namespace, name, data, current.schema)
+            errors: list[Any] = []
+            assert current.schema is not None
+            ref: SchemaRef | None = SchemaRef(namespace=namespace, name=name, version=current.schema.version)
+        except ValidationFailed as exc:
+            errors, ref = exc.errors, None
+        changes = diff_json(old, data) if old is not None else diff_json({}, data)
+        return DryRun(
+            valid=not errors,
+            errors=errors,
+            head_version=head.version if head else None,
+            changes=changes,
+            unified=unified_diff(old, data, from_label="head", to_label="candidate"),
+            schema_ref=ref,
+        )
+
+    # --- writes ------------------------------------------------------------------------------------
+    def push(
+        self,
+        namespace: str,
+        name: str,
+        data: Any,
+        *,
+        actor: str,
+        message: str = "",
+        expected_version: int | None = None,
+        rollback_of: int | None = None,
+    ) -> PushResult:
+        """Validate ``data`` and make it the new head in one CAS-guarded transaction.
+
+        ``expected_version`` (0 = the config must not exist) makes the push conditional like an ETag: if the
+        head is elsewhere, VersionConflict. Without it, a lost race is re-read and retried a few times.
+        Identical content to the head writes nothing and reports "unchanged".
+        """
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        checked_message(message)
+        checked_author(actor)
+        request = _PushRequest(namespace, name, data, actor, message, expected_version, rollback_of)
+        attempts = 1 if expected_version is not None else PUSH_ATTEMPTS
+        for attempt in range(attempts):
+            try:
+                return self._push_attempt(request)
+            except VersionConflict:
+                if attempt + 1 >= attempts:
+                    raise
+                time.sleep(random.uniform(0.001, 0.01 * (attempt + 1)))
+        raise AssertionError("unreachable")
+
+    def _push_attempt(self, request: _PushRequest) -> PushResult:
+        """One push from the heads this process already knows, else (or when they prove stale) from a fresh read.
+
+        Only a created version is trusted from known heads: its transaction's CAS and check-index prove they
+        were current. Every other outcome — unchanged, an expected-version mismatch, a validation failure, a lost
+        race — is decided again on a fresh read, so a stale cache can cost a round trip but never a wrong answer.
+        """
+        known = self._known.get(request.namespace, request.name)
+        if known is not None:
+            try:
+                result = self._push_once(request, known, fresh=False)
+                if result.created:
+                    return result
+            except (VersionConflict, ValidationFailed):
+                pass
+            self._known.forget(request.namespace, request.name)
+        return self._push_once(request, self._read_heads(request.namespace, request.name), fresh=True)
+
+    def _push_once(self, request: _PushRequest, current: Heads, *, fresh: bool) -> PushResult:
+        namespace, name, data = request.namespace, request.name, request.data
+        head = current.head
+        live_version = head.version if head and not head.deleted else 0
+        if request.expected_version is not None and request.expected_version != live_version:
+            raise VersionConflict(
+                f"{namespace}/{name}: expected version {request.expected_version}, but the head is {live_version}",
+                expected=request.expected_version,
+                actual=live_version,
+            )
+        canonical = self._validated(namespace, name, data, current.schema)
+        assert current.schema is not None
+        schema_head = current.schema
+        sha = sha256_hex(canonical)
+        if head is not None and not head.deleted and head.sha256 == sha:
+            return PushResult("unchanged", head)
+
+        write = config_write(
+            namespace,
+            name,
+            data,
+            canonical,
+            sha,
+            head=head,
+            schema_version=schema_head.version,
+            actor=request.actor,
+            message=request.message,
+            rollback_of=request.rollback_of,
+        )
+        # Chunks go first, each its own PUT, keyed by content hash: the head flip below stays one transaction,
+        # and an orphan left by a lost race holds the same bytes any later writer would write.
+        for key, chunk in write.chunk_puts(self.layout):
+            self._gateway.put(key, chunk)
+        try:
+            results = self._commit(push_transaction(self.layout, write, current), f"{namespace}/{name}")
+        except VersionConflict as exc:
+            if not fresh:
+                raise
+            # A lost CAS race still reports which head the caller expected and which one won (the 409 contract).
+            moved = self._head(namespace, name)
+            actual = moved[0].version if moved and not moved[0].deleted else 0
+            raise VersionConflict(str(exc), expected=live_version, actual=actual) from exc
+        committed = Heads(write.head, results[2].modify_index, schema_head, current.schema_index)
+        self._known.put(namespace, name, committed)
+        return PushResult("created", write.head)
+
+    def _commit(self, ops: list[TxnOp], what: str) -> list[KVEntry]:
+        try:
+            return self._gateway.txn(ops)
+        except VersionConflict as exc:
+            raise VersionConflict(f"{what}: another write landed first; re-read the head and retry") from exc
+
+    def rollback(
+        self,
+        namespace: str,
+        name: str,
+        to_version: int,
+        *,
+        actor: str,
+        message: str = "",
+        expected_version: int | None = None,
+    ) -> PushResult:
+        """A new version whose content equals ``to_version`` (history is never rewritten).
+
+        The old content is validated against the current schema like any push.
+        """
+        self.head(namespace, name)
+        record, data = self.get(namespace, name, to_version)
+        return self.push(
+            namespace,
+            name,
+            data,
+            actor=actor,
+            message=message or f"rollback to v{record.version}",
+            expected_version=expected_version,
+            rollback_of=record.version,
+        )
+
+    def delete(self, namespace: str, name: str, *, actor: str, message: str = "") -> PushResult:
+        """Mark the config deleted: its head becomes a tombstone, its history stays readable."""
+        validate_name(namespace, "namespace")
+        validate_name(name, "name")
+        checked_message(message)
+        found = self._head(namespace, name)
+        if found is None or found[0].deleted:
+            raise NotFound(f"config {namespace}/{name} does not exist")
+        head, entry = found
+        self._known.forget(namespace, name)
+        write = delete_write(head, actor=actor, message=message)
+        self._commit(write.ops(self.layout, entry.modify_index), f"{namespace}/{name}")
+        return PushResult("created", write.tombstone)
+
+    def register_schema(
+        self, namespace: str, name: str, schema: Any, *, actor: str, message: str = "", force: bool = False
+    ) -> SchemaResult:
+        """Register a schema version; refuses one the current head would fail unless ``force``."""
+
+        def current() -> Any | None:
+            found = self._head(namespace, name)
+            return self.current_data(found[0] if found else None)
+
+        self._known.forget(namespace, name)
+        return self.schemas.register(
+            namespace, name, schema, actor=actor, message=message, force=force, current_config=current
+        )
+
+    def import_items(self, items: list[ImportItem], *, actor: str, message: str = "") -> list[ImportOutcome]:
+        """Write many schemas and configs at once; one outcome per item, in item order (see :class:`BulkImporter`)."""
+        return self._importer.import_items(items, actor=actor, message=message)
+
+    def current_data(self, head: HeadRecord | None) -> Any | None:
+        """The document a live head points to: carried in the head when small, else read from its version."""
+        if head is None or head.deleted:
+            return None
+        inline = head.inline_data()
+        return inline if inline is not None else self.data(self.version(head.namespace, head.name, head.version))
+
