@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from configd_core.consul import ConsulGateway
 from configd_core.diff import json_pointer
 from configd_core.errors import ConfigdError, ErrorDetail, ValidationFailed, VersionConflict
-from configd_core.layout import NAME_MAX_LENGTH, NAME_PATTERN, KeyLayout
+from configd_core.layout import KeyLayout
 
 from . import __version__
 from .api import ROUTERS
@@ -153,38 +153,9 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(ui_router)
-    _document_names(app)
     return app
 
 
 def app_from_environment() -> FastAPI:
     """The app of one worker process of ``configd serve --workers N`` (settings from the environment)."""
     return create_app(ServerSettings())
-
-
-_NAME_PARAMETERS = {("path", "ns"), ("path", "name"), ("query", "namespace"), ("query", "after")}
-
-
-def _document_names(app: FastAPI) -> None:
-    """State the namespace/name rule (``validate_name``) on every ``{ns}``/``{name}``/``?namespace=`` parameter of the
-    OpenAPI document, so the document describes exactly the names the API accepts."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = build()
-            for operations in document.get("paths", {}).values():
-                for operation in operations.values():
-                    for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
-                        if (parameter.get("in"), parameter.get("name")) in _NAME_PARAMETERS:
-                            # An empty ?namespace= (or ?after=) counts as absent.
-                            pattern = NAME_PATTERN if parameter["in"] == "path" else f"^$|{NAME_PATTERN}"
-                            parameter["schema"] = {
-                                **parameter.get("schema", {}),
-                                "pattern": pattern,
-                                "maxLength": NAME_MAX_LENGTH,
-                            }
-            app.openapi_schema = document
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from .deps import Reader, Store
+from .deps import NamespaceFilter, Reader, Store
 from .errors import ERROR_RESPONSES
 from .models import AuditEntry, AuditView
 
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 def list_audit(
     principal: Reader,
     store: Store,
-    namespace: Annotated[str | None, Query(description="one namespace; default: every namespace you may read")] = None,
+    namespace: NamespaceFilter = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditView:
     if namespace:

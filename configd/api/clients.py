@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from configd_core.layout import validate_name
 
 from ..services.clients import Instance
-from .deps import Reader, State
+from .deps import Namespace, Reader, State
 from .errors import ERROR_RESPONSES
 from .models import AppliedConfig, ClientsView, ClientView
 
@@ -34,7 +34,7 @@ def client_view(instance: Instance) -> ClientView:
 
 
 @router.get("/{ns}", response_model=ClientsView, responses=ERROR_RESPONSES, summary="Registered SDK instances")
-def list_clients(ns: str, principal: Reader, state: State) -> ClientsView:
+def list_clients(ns: Namespace, principal: Reader, state: State) -> ClientsView:
     validate_name(ns, "namespace")
     instances = state.clients.instances(ns, state.store.heads(ns, include_deleted=True))
     return ClientsView(namespace=ns, clients=[client_view(i) for i in instances])

@@ -9,8 +9,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from configd_core.errors import NotFound
 
 from .deps import (
+    AfterName,
+    ConfigName,
     DeleteAdmin,
     MessageQuery,
+    Namespace,
     Pusher,
     Reader,
     RollbackEditor,
@@ -75,11 +78,11 @@ def list_namespaces(principal: Reader, store: Store) -> NamespacesView:
 
 @router.get("/{ns}", response_model=NamespaceView, responses=ERROR_RESPONSES, summary="The configs of a namespace")
 def list_configs(
-    ns: str,
+    ns: Namespace,
     _: Reader,
     store: Store,
     limit: Annotated[int | None, Query(ge=1, le=1000, description="page size; omit for every config")] = None,
-    after: Annotated[str | None, Query(description="continue after this config name (the previous next_after)")] = None,
+    after: AfterName = None,
 ) -> NamespaceView:
     after = after or None
     if limit is None and after is None:
@@ -100,7 +103,9 @@ def list_configs(
     openapi_extra=body_openapi(PushBody),
     summary="Push a new version",
 )
-def push_config(ns: str, name: str, principal: Pusher, body: PushDoc, state: State, response: Response) -> WriteResult:
+def push_config(
+    ns: Namespace, name: ConfigName, principal: Pusher, body: PushDoc, state: State, response: Response
+) -> WriteResult:
     """Validate against the current schema and make it the head: 201, or 200 when identical to the head.
     ``expected_version`` makes it conditional (409 when the head is elsewhere; 0 = must not exist yet)."""
     result = state.store.push(
@@ -114,15 +119,15 @@ def push_config(ns: str, name: str, principal: Pusher, body: PushDoc, state: Sta
 @router.get(
     "/{ns}/{name}", response_model=VersionView, responses=ERROR_RESPONSES, summary="The head version with its data"
 )
-def get_config(ns: str, name: str, _: Reader, store: Store) -> VersionView:
+def get_config(ns: Namespace, name: ConfigName, _: Reader, store: Store) -> VersionView:
     record, data = store.get(ns, name)
     return VersionView.with_data(record, data)
 
 
 @router.delete("/{ns}/{name}", response_model=DeleteResult, responses=ERROR_RESPONSES, summary="Delete a config")
 def delete_config(
-    ns: str,
-    name: str,
+    ns: Namespace,
+    name: ConfigName,
     principal: DeleteAdmin,
     state: State,
     request: Request,
@@ -139,8 +144,8 @@ def delete_config(
     "/{ns}/{name}/versions", response_model=HistoryView, responses=ERROR_RESPONSES, summary="History, newest first"
 )
 def list_versions(
-    ns: str,
-    name: str,
+    ns: Namespace,
+    name: ConfigName,
     _: Reader,
     store: Store,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -159,7 +164,7 @@ def list_versions(
 @router.get(
     "/{ns}/{name}/versions/{version}", response_model=VersionView, responses=ERROR_RESPONSES, summary="One version"
 )
-def get_version(ns: str, name: str, version: int, _: Reader, store: Store) -> VersionView:
+def get_version(ns: Namespace, name: ConfigName, version: int, _: Reader, store: Store) -> VersionView:
     record, data = store.get(ns, name, version)
     return VersionView.with_data(record, data)
 
@@ -168,8 +173,8 @@ def get_version(ns: str, name: str, version: int, _: Reader, store: Store) -> Ve
     "/{ns}/{name}/diff", response_model=DiffView, responses=ERROR_RESPONSES, summary="Differences between versions"
 )
 def diff_versions(
-    ns: str,
-    name: str,
+    ns: Namespace,
+    name: ConfigName,
     _: Reader,
     store: Store,
     from_version: Annotated[
@@ -199,7 +204,7 @@ def diff_versions(
     summary="Roll back (as a new version)",
 )
 def rollback_config(
-    ns: str, name: str, principal: RollbackEditor, body: RollbackDoc, state: State, response: Response
+    ns: Namespace, name: ConfigName, principal: RollbackEditor, body: RollbackDoc, state: State, response: Response
 ) -> WriteResult:
     """A new version with the content of ``to_version``, validated against the current schema."""
     result = state.store.rollback(
@@ -217,7 +222,7 @@ def rollback_config(
     openapi_extra=body_openapi(ValidateBody),
     summary="Dry run: validation and diff against the head, nothing written",
 )
-def validate_config(ns: str, name: str, _: Reader, body: ValidateDoc, store: Store) -> ValidateView:
+def validate_config(ns: Namespace, name: ConfigName, _: Reader, body: ValidateDoc, store: Store) -> ValidateView:
     run = store.dry_run(ns, name, body.data)
     return ValidateView(
         valid=run.valid,

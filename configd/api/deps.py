@@ -15,13 +15,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from configd_core.diff import json_pointer
 from configd_core.errors import ErrorDetail, InvalidConfig, InvalidName, ValidationFailed
-from configd_core.layout import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, MAX_MESSAGE_CHARS, validate_name
+from configd_core.layout import (
+    MAX_CONFIG_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_MESSAGE_CHARS,
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
+    validate_name,
+)
 from configd_core.records import json_depth
 
 from ..auth import Principal, Role, TokenBook
@@ -143,6 +150,23 @@ RollbackEditor = Annotated[Principal, Depends(Authorize("editor", action="rollba
 SchemaAdmin = Annotated[Principal, Depends(Authorize("admin", action="schema.register"))]
 DeleteAdmin = Annotated[Principal, Depends(Authorize("admin", action="delete"))]
 Importer = Annotated[Principal, Depends(Authorize("editor", action="import"))]
+
+# Names are checked by ``validate_name`` in the services (a 422 with configd's own message); these aliases state the
+# same rule in the OpenAPI document, so generated clients and fuzzers know which names exist.
+_NAME_RULE = {"pattern": NAME_PATTERN, "maxLength": NAME_MAX_LENGTH}
+_OPTIONAL_NAME_RULE = {"pattern": f"^$|{NAME_PATTERN}", "maxLength": NAME_MAX_LENGTH}  # empty counts as absent
+Namespace = Annotated[str, Path(json_schema_extra=_NAME_RULE)]
+ConfigName = Annotated[str, Path(json_schema_extra=_NAME_RULE)]
+NamespaceFilter = Annotated[
+    str | None,
+    Query(description="one namespace; default: every namespace you may read", json_schema_extra=_OPTIONAL_NAME_RULE),
+]
+AfterName = Annotated[
+    str | None,
+    Query(
+        description="continue after this config name (the previous next_after)", json_schema_extra=_OPTIONAL_NAME_RULE
+    ),
+]
 
 #: A write's message in the query string (the body's is ``models.Message``); the audit record's limit.
 MessageQuery = Annotated[str, Query(max_length=MAX_MESSAGE_CHARS, description="why (recorded in history and audit)")]

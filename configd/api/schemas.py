@@ -8,7 +8,18 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from configd_core.errors import NotFound
 
-from .deps import JSONDocument, MessageQuery, Reader, SchemaAdmin, State, Store, body_openapi, note_message
+from .deps import (
+    ConfigName,
+    JSONDocument,
+    MessageQuery,
+    Namespace,
+    Reader,
+    SchemaAdmin,
+    State,
+    Store,
+    body_openapi,
+    note_message,
+)
 from .errors import ERROR_RESPONSES
 from .models import SchemaListView, SchemaSummary, SchemaView, SchemaWriteResult
 
@@ -24,8 +35,8 @@ router = APIRouter(prefix="/api/v1/schemas", tags=["schemas"])
     summary="Register a new schema version",
 )
 def put_schema(
-    ns: str,
-    name: str,
+    ns: Namespace,
+    name: ConfigName,
     principal: SchemaAdmin,
     schema: JSONDocument,
     state: State,
@@ -48,7 +59,7 @@ def put_schema(
 
 
 @router.get("/{ns}", response_model=SchemaListView, responses=ERROR_RESPONSES, summary="The schemas of a namespace")
-def list_schemas(ns: str, _: Reader, store: Store) -> SchemaListView:
+def list_schemas(ns: Namespace, _: Reader, store: Store) -> SchemaListView:
     """Every current schema of the namespace (name, version, sha256): what an import plans against, in one
     request. 404 when the namespace has none."""
     heads = store.schemas.heads(ns)
@@ -58,7 +69,7 @@ def list_schemas(ns: str, _: Reader, store: Store) -> SchemaListView:
 
 
 @router.get("/{ns}/{name}", response_model=SchemaView, responses=ERROR_RESPONSES, summary="The current schema")
-def get_schema(ns: str, name: str, _: Reader, store: Store) -> SchemaView:
+def get_schema(ns: Namespace, name: ConfigName, _: Reader, store: Store) -> SchemaView:
     record = store.schemas.get(ns, name)
     return SchemaView.of(record, store.schemas.versions(ns, name))
 
@@ -66,6 +77,6 @@ def get_schema(ns: str, name: str, _: Reader, store: Store) -> SchemaView:
 @router.get(
     "/{ns}/{name}/versions/{version}", response_model=SchemaView, responses=ERROR_RESPONSES, summary="A schema version"
 )
-def get_schema_version(ns: str, name: str, version: int, _: Reader, store: Store) -> SchemaView:
+def get_schema_version(ns: Namespace, name: ConfigName, version: int, _: Reader, store: Store) -> SchemaView:
     record = store.schemas.get(ns, name, version)
     return SchemaView.of(record, store.schemas.versions(ns, name))
