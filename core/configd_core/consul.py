@@ -24,6 +24,7 @@ import ssl
 import time
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -144,12 +145,34 @@ class Urllib3Transport(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
                 context.verify_mode = ssl.CERT_NONE
             options["ssl_context"] = context
         bypass = urllib.request.proxy_bypass_environment(host)  # type: ignore[attr-defined]  # not in typeshed
-        proxy = None if bypass else urllib.request.getproxies().get(scheme)
-        self._pool: urllib3.PoolManager = (
-            urllib3.ProxyManager(proxy, num_pools=1, **options)
-            if proxy
-            else urllib3.PoolManager(num_pools=1, **options)
+        self._proxy = None if bypass else urllib.request.getproxies().get(scheme)
+        self._options = options
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> urllib3.PoolManager:
+        pool = (
+            urllib3.ProxyManager(self._proxy, num_pools=1, **self._options)
+            if self._proxy
+            else urllib3.PoolManager(num_pools=1, **self._options)
         )
+        pool.pool_classes_by_scheme = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+        return pool
+
+    def forget_connections(self) -> None:
+        """After ``fork()``, in the child: start a new pool and let go of the inherited connections.
+
+        Their sockets are the parent's connections (shared descriptors): reused here, two processes would read
+        one stream. Each inherited descriptor is closed in this process only — no shutdown, no TLS close — so
+        the parent's connections go on, and the child holds no stale copy of them (not even of a query that
+        was in flight on a thread that did not survive the fork).
+        """
+        old, self._pool = self._pool, self._new_pool()
+        for key in list(old.pools.keys()):
+            pool = old.pools.get(key)
+            for connection in list(getattr(pool, "opened", ())):
+                sock = connection.sock
+                if sock is not None:
+                    sock.close()  # this process's descriptor only; socket.close() never shuts the connection down
 
     def _timeout(self, params: Any) -> urllib3.Timeout:
         found = dict(params or ())
@@ -193,6 +216,32 @@ class Urllib3Transport(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
 
     def close(self) -> None:
         self._pool.clear()
+
+
+class _TrackedHTTPPool(urllib3.HTTPConnectionPool):
+    """A connection pool that remembers the connections it opened, in use or idle (see ``forget_connections``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def _new_conn(self) -> Any:
+        connection = super()._new_conn()
+        self.opened.add(connection)
+        return connection
+
+
+class _TrackedHTTPSPool(urllib3.HTTPSConnectionPool):
+    """:class:`_TrackedHTTPPool` for https."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def _new_conn(self) -> Any:
+        connection = super()._new_conn()
+        self.opened.add(connection)
+        return connection
 
 
 class _Consul(consul.base.Consul):  # type: ignore[misc]
@@ -359,6 +408,10 @@ class ConsulGateway:
     def leader(self) -> str:
         """The Raft leader's address; empty when the cluster has none."""
         return str(self._call("status.leader", lambda: self._client.status.leader()) or "")
+
+    def forget_connections(self) -> None:
+        """In a forked child: new connections from now on; the parent's are left to the parent."""
+        self._client.http.forget_connections()
 
     def close(self) -> None:
         self._client.http.close()
