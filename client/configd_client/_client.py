@@ -278,9 +278,14 @@ def _remaining(deadline: float) -> float:
 
 # Every open client, weakly: the fork hook must not keep a client alive.
 _CLIENTS: weakref.WeakSet[ConfigClient] = weakref.WeakSet()
+#: How many forks this process descends from (0 in the process that imported the SDK first). The asyncio views
+#: compare it to the value they were bound at: a loop bound before a fork is the parent's, not to be used.
+fork_generation = 0
 
 
 def _after_fork() -> None:
+    global fork_generation
+    fork_generation += 1  # first: the clients' threads restarted below may hand events to the asyncio views
     for client in list(_CLIENTS):
         try:
             client._after_fork_in_child()

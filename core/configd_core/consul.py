@@ -26,7 +26,7 @@ import urllib.parse
 import urllib.request
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -172,7 +172,10 @@ class Urllib3Transport(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
             for connection in list(getattr(pool, "opened", ())):
                 sock = connection.sock
                 if sock is not None:
-                    sock.close()  # this process's descriptor only; socket.close() never shuts the connection down
+                    # detach(): a response being read holds the socket open past close(); os.close() drops this
+                    # process's descriptor only (never a shutdown), whatever refers to the socket object.
+                    with suppress(OSError):
+                        os.close(sock.detach())
 
     def _timeout(self, params: Any) -> urllib3.Timeout:
         found = dict(params or ())
