@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import functools
 import json
 import os
 import ssl
@@ -147,6 +148,7 @@ class Urllib3Transport(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
         bypass = urllib.request.proxy_bypass_environment(host)  # type: ignore[attr-defined]  # not in typeshed
         self._proxy = None if bypass else urllib.request.getproxies().get(scheme)
         self._options = options
+        self._opened: weakref.WeakSet[Any] = weakref.WeakSet()  # every connection the pool opened, idle or in use
         self._pool = self._new_pool()
 
     def _new_pool(self) -> urllib3.PoolManager:
@@ -155,7 +157,11 @@ class Urllib3Transport(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
             if self._proxy
             else urllib3.PoolManager(num_pools=1, **self._options)
         )
-        pool.pool_classes_by_scheme = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+        # urllib3 calls pool_cls(host, port, **context): the classes, told where to note what they open.
+        pool.pool_classes_by_scheme = {
+            "http": functools.partial(_TrackedHTTPPool, opened=self._opened),  # type: ignore[dict-item]
+            "https": functools.partial(_TrackedHTTPSPool, opened=self._opened),  # type: ignore[dict-item]
+        }
         return pool
 
     def forget_connections(self) -> None:
@@ -164,18 +170,18 @@ class Urllib3Transport(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
         Their sockets are the parent's connections (shared descriptors): reused here, two processes would read
         one stream. Each inherited descriptor is closed in this process only — no shutdown, no TLS close — so
         the parent's connections go on, and the child holds no stale copy of them (not even of a query that
-        was in flight on a thread that did not survive the fork).
+        was in flight on a thread that did not survive the fork). No lock of the old pool is taken: a thread
+        that held one at the fork is gone, and the lock with it.
         """
-        old, self._pool = self._pool, self._new_pool()
-        for key in list(old.pools.keys()):
-            pool = old.pools.get(key)
-            for connection in list(getattr(pool, "opened", ())):
-                sock = connection.sock
-                if sock is not None:
-                    # detach(): a response being read holds the socket open past close(); os.close() drops this
-                    # process's descriptor only (never a shutdown), whatever refers to the socket object.
-                    with suppress(OSError):
-                        os.close(sock.detach())
+        inherited, self._opened = list(self._opened), weakref.WeakSet()
+        self._pool = self._new_pool()
+        for connection in inherited:
+            sock = connection.sock
+            if sock is not None:
+                # detach(): a response being read holds the socket open past close(); os.close() drops this
+                # process's descriptor only (never a shutdown), whatever still refers to the socket object.
+                with suppress(OSError):
+                    os.close(sock.detach())
 
     def _timeout(self, params: Any) -> urllib3.Timeout:
         found = dict(params or ())
@@ -222,28 +228,28 @@ class Urllib3Transport(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
 
 
 class _TrackedHTTPPool(urllib3.HTTPConnectionPool):
-    """A connection pool that remembers the connections it opened, in use or idle (see ``forget_connections``)."""
+    """A connection pool that notes every connection it opens in ``opened`` (see ``forget_connections``)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, opened: weakref.WeakSet[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._opened = opened
 
     def _new_conn(self) -> Any:
         connection = super()._new_conn()
-        self.opened.add(connection)
+        self._opened.add(connection)
         return connection
 
 
 class _TrackedHTTPSPool(urllib3.HTTPSConnectionPool):
     """:class:`_TrackedHTTPPool` for https."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, opened: weakref.WeakSet[Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._opened = opened
 
     def _new_conn(self) -> Any:
         connection = super()._new_conn()
-        self.opened.add(connection)
+        self._opened.add(connection)
         return connection
 
 

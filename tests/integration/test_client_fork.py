@@ -111,7 +111,7 @@ def serve(command: list[str], env: dict[str, str], port: int, log: Path, timeout
 
 
 def get(port: int, hold: float = 0.0) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/?hold={hold}", timeout=5) as answer:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/?hold={hold}", timeout=15) as answer:
         return dict(json.loads(answer.read()))
 
 
@@ -169,6 +169,8 @@ def test_gunicorn_preload_workers_follow_pushes_and_recycled_workers_come_up_cur
         f"127.0.0.1:{port}",
         "--max-requests",
         "30",
+        "--max-requests-jitter",  # workers recycle one by one, not all four at the same request
+        "10",
         "--graceful-timeout",
         "2",
         "tests.integration.forkapps.wsgi_app:app",
@@ -219,7 +221,7 @@ def test_gunicorn_preload_workers_follow_pushes_and_recycled_workers_come_up_cur
         recycled: dict[int, dict[str, Any]] = {}
         with ThreadPoolExecutor(8) as pool:
             while len(recycled) < 2 and time.monotonic() < deadline:
-                for answer in pool.map(lambda _: get(port), range(16)):
+                for answer in pool.map(lambda _: get(port), range(8)):
                     if answer["pid"] not in original:
                         recycled[answer["pid"]] = answer
         assert len(recycled) >= 2, "gunicorn recycled fewer than 2 workers"
