@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -45,8 +46,7 @@ class _LoopSubscription(Generic[T]):
         self, callback: AsyncCallback[T], loop: asyncio.AbstractEventLoop | None, coalesce: Callable[[T, T], T] | None
     ) -> None:
         self.callback = callback
-        self._loop: asyncio.AbstractEventLoop | None = loop
-        self._generation = _client.fork_generation
+        self._loop: asyncio.AbstractEventLoop | None = loop  # None: after a fork, until the child's loop binds
         self._mailbox: Mailbox[T] = Mailbox(coalesce)  # on the loop's thread only
         self._held: Mailbox[T] = Mailbox(coalesce)  # posted while no loop of this process is bound
         self._lock = threading.Lock()
@@ -56,7 +56,6 @@ class _LoopSubscription(Generic[T]):
     def post_threadsafe(self, item: T) -> None:
         if self._closed:
             return
-        self._after_fork()
         with self._lock:  # one poster per subscription (its CallbackWorker); the lock orders it with bind()
             if self._loop is None:
                 self._held.post(item)
@@ -66,19 +65,16 @@ class _LoopSubscription(Generic[T]):
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(self._post, item)
 
-    def _after_fork(self) -> None:
-        if self._generation != _client.fork_generation:
-            # The parent's loop, task and pending items are the parent's (it delivers them).
-            self._generation = _client.fork_generation
-            self._lock = threading.Lock()
-            self._loop = None
-            self._task = None
-            self._mailbox.clear()
-            self._held.clear()
+    def after_fork_in_child(self) -> None:
+        """The parent's loop, task and pending items are the parent's (it delivers them): hold until :meth:`bind`."""
+        self._lock = threading.Lock()
+        self._loop = None
+        self._task = None
+        self._mailbox.clear()
+        self._held.clear()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Deliver on ``loop`` from now on, starting with what was held while no loop was bound."""
-        self._after_fork()
         with self._lock:
             if self._loop is not None:
                 return
@@ -121,25 +117,30 @@ class AsyncLiveSettings(Generic[S]):
 
     def __init__(self, live: LiveSettings[S], loop: asyncio.AbstractEventLoop) -> None:
         self.live = live
-        self._loop = loop
-        self._generation = _client.fork_generation
+        self._loop: asyncio.AbstractEventLoop | None = loop  # None: after a fork, until used from the child's loop
         self._subscriptions: list[_LoopSubscription[Any]] = []
+        _VIEWS.add(self)
 
     def _bind(self) -> None:
-        """After a fork, adopt the running loop of this process (a cheap int comparison otherwise)."""
-        if self._generation == _client.fork_generation:
+        """After a fork, adopt the running loop of this process (one attribute test otherwise)."""
+        if self._loop is not None:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on a loop yet: events are held until the view is used from one
             return
-        self._loop, self._generation = loop, _client.fork_generation
+        self._loop = loop
         for subscription in self._subscriptions:
             subscription.bind(loop)
 
     def _bound_loop(self) -> asyncio.AbstractEventLoop | None:
         self._bind()
-        return self._loop if self._generation == _client.fork_generation else None
+        return self._loop
+
+    def _after_fork_in_child(self) -> None:
+        self._loop = None
+        for subscription in self._subscriptions:
+            subscription.after_fork_in_child()
 
     @property
     def ref(self) -> str:
@@ -193,6 +194,18 @@ class AsyncLiveSettings(Generic[S]):
         for subscription in self._subscriptions:
             subscription.close()
         self.live.close()
+
+
+# Every view, weakly, for the fork hook.
+_VIEWS: weakref.WeakSet[AsyncLiveSettings[Any]] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for view in list(_VIEWS):
+        view._after_fork_in_child()
+
+
+_client.first_in_forked_child(_after_fork)
 
 
 class AsyncConfigClient:

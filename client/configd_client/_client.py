@@ -8,7 +8,7 @@ import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -278,14 +278,19 @@ def _remaining(deadline: float) -> float:
 
 # Every open client, weakly: the fork hook must not keep a client alive.
 _CLIENTS: weakref.WeakSet[ConfigClient] = weakref.WeakSet()
-#: How many forks this process descends from (0 in the process that imported the SDK first). The asyncio views
-#: compare it to the value they were bound at: a loop bound before a fork is the parent's, not to be used.
-fork_generation = 0
+_FIRST_IN_CHILD: list[Callable[[], None]] = []
+
+
+def first_in_forked_child(reset: Callable[[], None]) -> None:
+    """Have ``reset()`` run in a forked child before any client restarts its threads (the asyncio views use it
+    to let go of the parent's event loop before the first event of the child can reach them)."""
+    _FIRST_IN_CHILD.append(reset)
 
 
 def _after_fork() -> None:
-    global fork_generation
-    fork_generation += 1  # first: the clients' threads restarted below may hand events to the asyncio views
+    # Runs in the child's only thread: nothing else can touch the SDK's state until a client starts a thread.
+    for reset in _FIRST_IN_CHILD:
+        reset()
     for client in list(_CLIENTS):
         try:
             client._after_fork_in_child()
