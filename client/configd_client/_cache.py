@@ -25,6 +25,7 @@ from pathlib import Path
 from configd_core.records import canonical_json, sha256_hex
 
 from ._events import Document
+from ._providers import ConfigSource
 
 log = logging.getLogger("configd_client")
 
@@ -201,3 +202,46 @@ class CacheWriter:
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child's own lock, no thread until its next submission, nothing pending.
+
+        What was pending at the fork is the parent's to write (it holds the same versions); the highest version
+        submitted per config is kept, so the child never writes an older one over it.
+        """
+        self._cond = threading.Condition()
+        self._thread = None
+        self._writing = False
+        self._hurry = False
+        self._pending.take()
+
+
+class CacheSource(ConfigSource):
+    """The last-known-good cache as a source: read when Consul does not answer at start-up; fed every applied
+    version from Consul (written off the watch thread by a :class:`CacheWriter`)."""
+
+    origin = "cache"
+
+    def __init__(self, cache: LastKnownGoodCache, writer: CacheWriter | None = None) -> None:
+        self.cache = cache
+        self.writer = writer if writer is not None else CacheWriter(cache)
+
+    @property
+    def root(self) -> Path:
+        return self.cache.root
+
+    def read_now(self, namespace: str, name: str) -> Document | None:
+        return self.cache.read(namespace, name)
+
+    def keep(self, document: Document) -> None:
+        """Queue an applied version for writing; returns at once."""
+        self.writer.submit(document)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self.writer.flush(timeout)
+
+    def after_fork_in_child(self) -> None:
+        self.writer.after_fork_in_child()
+
+    def close(self) -> None:
+        self.writer.close()

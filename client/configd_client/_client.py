@@ -7,7 +7,8 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -15,25 +16,23 @@ from typing import Any, Literal, TypeVar
 from pydantic_settings import BaseSettings
 
 from configd_core.blocking import DEFAULT_WAIT_SECONDS
-from configd_core.consul import ConsulGateway
-from configd_core.errors import ConfigdError, ConsulPermissionDenied, ConsulUnavailable, NotFound
+from configd_core.errors import ConfigdError, ConsulPermissionDenied, ConsulUnavailable
 from configd_core.layout import DEFAULT_PREFIX, KeyLayout, parse_ref
 
-from ._cache import CacheWriter, LastKnownGoodCache, default_cache_dir
+from ._cache import CacheSource, LastKnownGoodCache, default_cache_dir
 from ._events import Document
-from ._filesource import FileWatcher
+from ._filesource import FileSource
 from ._live import LiveSettings
+from ._providers import ConfigSource
 from ._registration import DEFAULT_PUBLISH_DELAY, DEFAULT_SESSION_TTL, InstanceRegistration
 from ._source import SettingsFactory
-from ._watcher import NamespaceWatcher
+from ._watcher import ConsulSource
 
 log = logging.getLogger("configd_client")
 
 S = TypeVar("S", bound=BaseSettings)
 
 DEFAULT_SETTINGS_TIMEOUT = 10.0
-# How often settings() re-checks, while waiting for a first value, whether Consul has failed (to use the cache).
-_STARTUP_TICK = 0.05
 
 
 @dataclass(frozen=True)
@@ -81,6 +80,10 @@ class ConfigClient:
             the write waits 1 to 1.5 times this, so it never competes with the change it reports).
 
     Nothing happens at construction: the first :meth:`settings` call starts the watch of its namespace.
+
+    A client survives ``os.fork()`` (gunicorn ``--preload``, uWSGI, Celery's prefork pool, ``multiprocessing``):
+    in the child it starts its own watches, connections, cache writer and registration (a new instance id),
+    catches up with Consul at once, and keeps every LiveSettings and callback — nothing to call.
     """
 
     def __init__(
@@ -100,37 +103,35 @@ class ConfigClient:
     ) -> None:
         self.source = parse_source(source, address)
         self.layout = KeyLayout(prefix or os.environ.get("CONFIGD_PREFIX") or DEFAULT_PREFIX)
-        self._token = token
-        self._wait_seconds = wait_seconds
         self._lock = threading.Lock()
         self._closed = False
         self._lives: list[LiveSettings[Any]] = []
-        self._watchers: dict[str, NamespaceWatcher] = {}
-        self._blocking_gateways: list[ConsulGateway] = []
         self.cache: LastKnownGoodCache | None = None
-        self._cache_writer: CacheWriter | None = None
-        self._reader: ConsulGateway | None = None
-        self._files: FileWatcher | None = None
+        self._fallback: CacheSource | None = None
         self.registration: InstanceRegistration | None = None
+        self._primary: ConfigSource
         if self.source.kind == "file":
             assert self.source.directory is not None
-            self._files = FileWatcher(self.source.directory)
-            return
-        # Short requests only (start-up reads, large bodies, registration): no keep-alive, so when the process
-        # is idle its only connection to Consul is the one blocking query per namespace.
-        self._reader = ConsulGateway(self.source.address, token=token, pool_size=4, keep_alive=False)
-        self.address = self._reader.address
-        if cache:
-            self.cache = LastKnownGoodCache(cache_dir or default_cache_dir(), self.layout.prefix)
-            self._cache_writer = CacheWriter(self.cache)
-        if register:
-            self.registration = InstanceRegistration(
-                self._reader,
-                self.layout,
-                application=application,
-                ttl_seconds=session_ttl,
-                publish_delay=registration_delay,
+            self._primary = FileSource(self.source.directory)
+        else:
+            if cache:
+                self.cache = LastKnownGoodCache(cache_dir or default_cache_dir(), self.layout.prefix)
+                self._fallback = CacheSource(self.cache)
+            fallback = f"no cached version in {self.cache.root}" if self.cache is not None else "the cache is disabled"
+            consul = ConsulSource(
+                self.source.address, token=token, layout=self.layout, wait_seconds=wait_seconds, fallback=fallback
             )
+            self._primary = consul
+            self.address = consul.address
+            if register:
+                self.registration = InstanceRegistration(
+                    consul.reader,
+                    self.layout,
+                    application=application,
+                    ttl_seconds=session_ttl,
+                    publish_delay=registration_delay,
+                )
+        _CLIENTS.add(self)
 
     # --- public API -----------------------------------------------------------------------------------
     def settings(
@@ -157,10 +158,7 @@ class ConfigClient:
                 raise ConfigdError("the ConfigClient is closed")
         live: LiveSettings[S] = LiveSettings(factory, namespace, name, on_applied=self._applied)
         try:
-            if self._files is not None:
-                self._start_file(live, timeout)
-            else:
-                self._start_consul(live, timeout)
+            self._start(live, timeout)
         except BaseException:
             live.close()
             raise
@@ -177,21 +175,15 @@ class ConfigClient:
             if self._closed:
                 return
             self._closed = True
-            watchers, lives = list(self._watchers.values()), list(self._lives)
-        for watcher in watchers:
-            watcher.close()
+            lives = list(self._lives)
         for live in lives:
             live.close()
-        if self._files is not None:
-            self._files.close()
-        if self._cache_writer is not None:
-            self._cache_writer.close()
+        self._primary.close()
+        if self._fallback is not None:
+            self._fallback.close()
         if self.registration is not None:
             self.registration.close()
-        for gateway in self._blocking_gateways:
-            gateway.close()
-        if self._reader is not None:
-            self._reader.close()
+        _CLIENTS.discard(self)
 
     def __enter__(self) -> ConfigClient:
         return self
@@ -199,107 +191,111 @@ class ConfigClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- sources ----------------------------------------------------------------------------------------
-    def _start_file(self, live: LiveSettings[S], timeout: float) -> None:
-        files = self._files
-        assert files is not None
-        files.watch(live.namespace, live.name, live)
-        try:
-            document = files.read_now(live.namespace, live.name)
-            if document is not None:
-                live.offer(document)
-            if not live.wait_ready(timeout):
-                if live.last_error is not None:
-                    raise live.last_error
-                raise NotFound(f"no file {files.path(live.namespace, live.name)} (waited {timeout}s)")
-        except BaseException:
-            files.unwatch(live.namespace, live.name, live)
-            raise
+    # --- start-up ---------------------------------------------------------------------------------------
+    def _start(self, live: LiveSettings[S], timeout: float) -> None:
+        """Read now, follow, and wait for a first value; the cache stands in when the source cannot be reached.
 
-    def _watcher(self, namespace: str) -> NamespaceWatcher:
-        with self._lock:
-            watcher = self._watchers.get(namespace)
-            if watcher is None:
-                assert self._reader is not None
-                blocking = ConsulGateway(self.source.address, token=self._token, pool_size=1)
-                self._blocking_gateways.append(blocking)
-                watcher = NamespaceWatcher(
-                    namespace, self.layout, blocking=blocking, reader=self._reader, wait_seconds=self._wait_seconds
-                )
-                self._watchers[namespace] = watcher
-            return watcher
-
-    def _start_consul(self, live: LiveSettings[S], timeout: float) -> None:
+        Every wait is on the LiveSettings' condition, woken by a first version or by the source reporting that
+        it cannot reach its origin (``set_reachable``): no polling.
+        """
         deadline = time.monotonic() + timeout
-        watcher = self._watcher(live.namespace)
-        watcher.watch(live.name, live)
+        source = self._primary
+        source.follow(live)
         if self.registration is not None:
             self.registration.watch(live.namespace, live.name)
         try:
             unreachable: Exception | None = None
             try:
-                document = watcher.read_now(live.name)
+                document = source.read_now(live.namespace, live.name)
                 if document is not None:
                     live.offer(document)
             except (ConsulUnavailable, ConsulPermissionDenied) as exc:
                 unreachable = exc
-            cache_tried = False
-            while not live.ready:
-                failed = unreachable is not None or watcher.reachable is False
-                if failed and not cache_tried and self.cache is not None:
-                    cache_tried = True
-                    cached = self.cache.read(live.namespace, live.name)
-                    if cached is not None:
-                        live.offer(cached)
-                        if live.ready:
-                            log.warning(
-                                "configd_client: Consul unreachable; %s starts from the cached v%d (stale)",
-                                live.ref,
-                                live.version,
-                            )
-                            live.set_reachable(False)
-                            break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._startup_error(live, watcher, unreachable, timeout)
-                live.wait_ready(min(remaining, _STARTUP_TICK))
+            if not live.ready and self._fallback is not None:
+                if unreachable is None:
+                    live.wait_ready(_remaining(deadline), until_unreachable=True)
+                if not live.ready and (unreachable is not None or not live.reachable):
+                    self._start_from_cache(live, self._fallback)
+            if not live.ready and not live.wait_ready(_remaining(deadline)):
+                raise source.missing(live, timeout, unreachable)
         except BaseException:
-            watcher.unwatch(live.name, live)
+            source.unfollow(live)
             raise
-        if self._cache_writer is not None and not live.stale:
+        if self._fallback is not None and not live.stale:
             # Off the hot path: settings() returns once its first version is in the cache, as a process
             # started right after this one (Consul gone meanwhile) expects.
-            self._cache_writer.flush(max(0.0, deadline - time.monotonic()))
+            self._fallback.flush(_remaining(deadline))
 
-    def _startup_error(
-        self, live: LiveSettings[Any], watcher: NamespaceWatcher, unreachable: Exception | None, timeout: float
-    ) -> Exception:
-        if live.last_error is not None and not isinstance(live.last_error, NotFound):
-            return live.last_error
-        denied = next((e for e in (unreachable, watcher.last_error) if isinstance(e, ConsulPermissionDenied)), None)
-        if denied is not None:  # Consul answered, and said no: a token problem, not an outage
-            return ConsulPermissionDenied(
-                f"could not load {live.ref}: Consul at {self.address} refused this client's ACL token ({denied}); "
-                f"the token needs read on {self.layout.heads_prefix(live.namespace)}, "
-                f"{self.layout.prefix}/versions/{live.namespace}/ and {self.layout.prefix}/blobs/{live.namespace}/"
+    def _start_from_cache(self, live: LiveSettings[Any], cache: CacheSource) -> None:
+        cached = cache.read_now(live.namespace, live.name)
+        if cached is None:
+            return
+        live.offer(cached)
+        if live.ready:
+            log.warning(
+                "configd_client: Consul unreachable; %s starts from the cached v%d (stale)", live.ref, live.version
             )
-        if unreachable is not None or watcher.reachable is not True:
-            cause = watcher.last_error or unreachable
-            where = f"no cached version in {self.cache.root}" if self.cache is not None else "the cache is disabled"
-            return ConsulUnavailable(
-                f"could not load {live.ref}: Consul at {self.address} did not answer within {timeout}s and {where}"
-                f" ({cause})"
-            )
-        return NotFound(f"config {live.ref} does not exist in Consul at {self.address} (waited {timeout}s)")
+            live.set_reachable(False)
 
     def _applied(self, live: LiveSettings[Any], document: Document) -> None:
         # On the watch thread, between one head and the next: both only queue work for their own threads.
         if document.origin == "consul":
-            if self._cache_writer is not None:
-                self._cache_writer.submit(document)
+            if self._fallback is not None:
+                self._fallback.keep(document)
             if self.registration is not None:
                 self.registration.applied(document.namespace, document.name, document.version)
+
+    # --- fork ---------------------------------------------------------------------------------------------
+    def _after_fork_in_child(self) -> None:
+        """Make this client the child's own (called by ``os.register_at_fork``; see :func:`_after_fork`).
+
+        Only the forking thread survives a fork: every other thread of the client is gone, and any lock one of
+        them held stays locked. So locks are made anew before any thread starts, state first and threads last:
+        LiveSettings (callbacks kept, nothing pending), cache writer, registration (new instance id), then the
+        source, which drops the parent's connections and starts its watches with a non-blocking read.
+        """
+        self._lock = threading.Lock()
+        if self._closed:
+            return
+        for live in self._lives:
+            live.after_fork_in_child()
+        if self._fallback is not None:
+            self._fallback.after_fork_in_child()
+        if self.registration is not None:
+            self.registration.after_fork_in_child()
+        self._primary.after_fork_in_child()
+        if self.registration is not None:
+            self.registration.resume()  # after the source: it shares the source's (now new) connections
 
     def __repr__(self) -> str:
         where = self.source.directory if self.source.kind == "file" else self.address
         return f"<ConfigClient {self.source.kind} {where} prefix={self.layout.prefix!r}>"
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+# Every open client, weakly: the fork hook must not keep a client alive.
+_CLIENTS: weakref.WeakSet[ConfigClient] = weakref.WeakSet()
+_FIRST_IN_CHILD: list[Callable[[], None]] = []
+
+
+def first_in_forked_child(reset: Callable[[], None]) -> None:
+    """Have ``reset()`` run in a forked child before any client restarts its threads (the asyncio views use it
+    to let go of the parent's event loop before the first event of the child can reach them)."""
+    _FIRST_IN_CHILD.append(reset)
+
+
+def _after_fork() -> None:
+    # Runs in the child's only thread: nothing else can touch the SDK's state until a client starts a thread.
+    for reset in _FIRST_IN_CHILD:
+        reset()
+    for client in list(_CLIENTS):
+        try:
+            client._after_fork_in_child()
+        except Exception:  # one broken client must not leave the others frozen
+            log.exception("configd_client: %r could not restart after fork", client)
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -46,6 +46,9 @@ class Mailbox(Generic[T]):
     def take(self) -> T | None:
         return self._items.popleft() if self._items else None
 
+    def clear(self) -> None:
+        self._items.clear()
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -109,6 +112,17 @@ class CallbackWorker(Generic[T]):
             self._closed = True
             self._cond.notify_all()
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: no thread (the next :meth:`post` starts one) and nothing pending.
+
+        What was pending at the fork is the parent's to deliver: a version applied before the fork is an event
+        in the parent only, so each process sees each change once.
+        """
+        self._cond = threading.Condition()
+        self._thread = None
+        self._busy = False
+        self._mailbox.clear()
+
 
 class Dispatcher(Generic[T]):
     """The workers of one LiveSettings: one per callback, all fed the same items."""
@@ -148,3 +162,8 @@ class Dispatcher(Generic[T]):
             workers, self._workers = self._workers, ()
         for worker in workers:
             worker.close()
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        for worker in self._workers:
+            worker.after_fork_in_child()

@@ -17,11 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from configd_core.errors import ConfigdError, InvalidConfig
+from configd_core.errors import ConfigdError, InvalidConfig, NotFound
 from configd_core.records import canonical_json, sha256_hex
 
 from ._events import Document
 from ._live import LiveSettings
+from ._providers import ConfigSource
 
 log = logging.getLogger("configd_client")
 
@@ -64,8 +65,10 @@ def config_key_of(root: Path, path: str | bytes) -> ConfigKey | None:
     return parts[0], parts[1][: -len(".json")]
 
 
-class FileWatcher:
+class FileSource(ConfigSource):
     """Serves configs from a directory and follows edits with one watchdog observer and one worker thread."""
+
+    origin = "file"
 
     def __init__(self, root: str | Path, *, debounce: float = DEFAULT_DEBOUNCE_SECONDS) -> None:
         self.root = Path(root).resolve()
@@ -104,21 +107,29 @@ class FileWatcher:
                 self._revisions[(namespace, name)] = (version, sha)
         return Document(namespace, name, version, sha, data, "file")
 
-    def watch(self, namespace: str, name: str, live: LiveSettings[Any]) -> None:
+    def follow(self, live: LiveSettings[Any]) -> None:
         if not self.root.is_dir():
             raise ConfigdError(f"file source {self.root} is not a directory")
         with self._cond:
-            key = (namespace, name)
+            key = (live.namespace, live.name)
             self._targets[key] = (*self._targets.get(key, ()), live)
             if self._thread is None:
-                self._start_observer()
-                self._thread = threading.Thread(target=self._run, name="configd-files", daemon=True)
-                self._thread.start()
+                self._start()
 
-    def unwatch(self, namespace: str, name: str, live: LiveSettings[Any]) -> None:
+    def unfollow(self, live: LiveSettings[Any]) -> None:
         with self._cond:
-            key = (namespace, name)
+            key = (live.namespace, live.name)
             self._targets[key] = tuple(t for t in self._targets.get(key, ()) if t is not live)
+
+    def missing(self, live: LiveSettings[Any], timeout: float, unreachable: Exception | None) -> Exception:
+        if live.last_error is not None:
+            return live.last_error
+        return NotFound(f"no file {self.path(live.namespace, live.name)} (waited {timeout}s)")
+
+    def _start(self) -> None:
+        self._start_observer()
+        self._thread = threading.Thread(target=self._run, name="configd-files", daemon=True)
+        self._thread.start()
 
     def _start_observer(self) -> None:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -174,6 +185,21 @@ class FileWatcher:
             return
         for live in lives:
             live.offer(document)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child's own observer, worker and locks; every followed file is read again at once.
+
+        The parent's observer threads did not survive the fork: the object is dropped (stopping it would wait
+        for threads that are not there).
+        """
+        self._cond = threading.Condition()
+        self._read_lock = threading.Lock()
+        self._observer = None
+        self._thread = None
+        if self._closed or not self._targets:
+            return
+        self._start()
+        self._touch(list(self._targets), now=lambda: 0.0)  # due at once: catch up with edits made meanwhile
 
     def close(self) -> None:
         with self._cond:

@@ -95,6 +95,11 @@ class LiveSettings(Generic[S]):
         snapshot = self._snapshot
         return snapshot is None or snapshot.applied.origin == "cache" or not self._reachable
 
+    @property
+    def reachable(self) -> bool:
+        """False while the source reports that it cannot reach its origin (Consul)."""
+        return self._reachable
+
     # --- callbacks --------------------------------------------------------------------------------
     def on_change(self, callback: ChangeCallback[S]) -> ChangeCallback[S]:
         """Call ``callback(event)`` after each applied version, on a thread of its own.
@@ -121,9 +126,18 @@ class LiveSettings(Generic[S]):
                 lambda: self._snapshot is not None and self._snapshot.applied.version >= version, timeout
             )
 
-    def wait_ready(self, timeout: float | None = None) -> bool:
+    def wait_ready(self, timeout: float | None = None, *, until_unreachable: bool = False) -> bool:
+        """Block until a first version is applied (True), the object is closed or ``timeout`` passes (False).
+
+        With ``until_unreachable``, also return as soon as the source reports it cannot reach its origin (the
+        client then tries the last-known-good cache): woken by :meth:`set_reachable`, no polling.
+        """
         with self._cond:
-            return self._cond.wait_for(lambda: self._snapshot is not None or self._closed, timeout)
+            self._cond.wait_for(
+                lambda: self._snapshot is not None or self._closed or (until_unreachable and not self._reachable),
+                timeout,
+            )
+            return self._snapshot is not None
 
     def callbacks_idle(self, timeout: float | None = None) -> bool:
         """Wait until every callback has handled what was posted to it (handy in tests and at shutdown)."""
@@ -188,6 +202,13 @@ class LiveSettings(Generic[S]):
             self._cond.notify_all()
         self._changes.close()
         self._errors.close()
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: own locks; callbacks stay registered, with nothing pending (see Dispatcher)."""
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._changes.after_fork_in_child()
+        self._errors.after_fork_in_child()
 
     def __repr__(self) -> str:
         snapshot = self._snapshot

@@ -197,10 +197,13 @@ class InstanceRegistration:
             was_due = self._schedule.deadline()
             self._schedule.mark(namespace, time.monotonic())
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="configd-registration", daemon=True)
-                self._thread.start()
+                self._start_thread()
             elif was_due != self._schedule.deadline():
                 self._cond.notify_all()  # an earlier deadline than the one the thread sleeps towards
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="configd-registration", daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         while True:
@@ -250,6 +253,30 @@ class InstanceRegistration:
             record = self.record(namespace)
             self._gateway.put(self._layout.client(namespace, self.instance_id), record.to_bytes(), acquire=self.session)
         return renewed
+
+    def after_fork_in_child(self) -> None:
+        """A forked child is another instance: a new instance id and, on the next round, a session of its own.
+
+        The parent's session and entries stay the parent's: never renewed, written or destroyed from here. The
+        configs and versions held at the fork are published under the new id after the usual delay; call
+        :meth:`resume` once the gateway has new connections.
+        """
+        self._cond = threading.Condition()
+        self._thread = None
+        self.session = None
+        self.instance_id = new_instance_id()
+        self.started_at = utcnow()
+        self._backoff.reset()
+        self._schedule = SyncSchedule(publish_delay=self._schedule.publish_delay, renew_every=self.ttl_seconds / 3)
+        now = time.monotonic()
+        for namespace in self._applied:
+            self._schedule.mark(namespace, now)
+
+    def resume(self) -> None:
+        """Start the thread if there is something to publish (after :meth:`after_fork_in_child`)."""
+        with self._cond:
+            if not self._closed and self._thread is None and self._schedule.deadline() is not None:
+                self._start_thread()
 
     def close(self) -> None:
         """Stop renewing and destroy the session (its entries go with it). Best effort."""

@@ -24,6 +24,7 @@ from configd_core.records import HeadRecord, VersionRecord, decode_data
 
 from ._events import Document
 from ._live import LiveSettings
+from ._providers import ConfigSource
 
 log = logging.getLogger("configd_client")
 
@@ -108,6 +109,15 @@ def load_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -
     return document if document is not None else fetch_document(gateway, layout, head)
 
 
+def read_document(gateway: ConsulGateway, layout: KeyLayout, namespace: str, name: str) -> Document | None:
+    """One non-blocking read of a config's current version (None if it does not exist or is deleted)."""
+    entry = gateway.get(layout.head(namespace, name))
+    if entry is None:
+        return None
+    head = HeadRecord.from_bytes(entry.value)
+    return None if head.deleted else load_document(gateway, layout, head)
+
+
 class NamespaceWatcher:
     """Follows every watched config of one namespace with a single blocking query.
 
@@ -156,8 +166,7 @@ class NamespaceWatcher:
             self._targets[name] = (*self._targets.get(name, ()), live)
             self._offered.pop(name, None)  # the new target needs the current head, even if others have it
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=f"configd-watch-{self.namespace}", daemon=True)
-                self._thread.start()
+                self._start_thread()
         if self.reachable is not None:
             live.set_reachable(self.reachable)
 
@@ -172,13 +181,13 @@ class NamespaceWatcher:
 
     def read_now(self, name: str) -> Document | None:
         """One non-blocking read of a config's current version (None if it does not exist or is deleted)."""
-        entry = self._reader.get(self.layout.head(self.namespace, name))
-        if entry is None:
-            return None
-        head = HeadRecord.from_bytes(entry.value)
-        return None if head.deleted else load_document(self._reader, self.layout, head)
+        return read_document(self._reader, self.layout, self.namespace, name)
 
     # --- the loop -------------------------------------------------------------------------------------
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"configd-watch-{self.namespace}", daemon=True)
+        self._thread.start()
+
     def _run(self) -> None:
         index = 0
         while not self._stop.is_set():
@@ -268,3 +277,114 @@ class NamespaceWatcher:
     def close(self) -> None:
         """Stop the loop. A query in flight is abandoned (daemon thread); it ends by its wait at the latest."""
         self._stop.set()
+
+    def after_fork_in_child(self) -> None:
+        """Own lock, stop event and thread in a forked child; its first query reads without blocking.
+
+        The parent's thread did not survive the fork, and it may have held the lock. What the parent saw is
+        forgotten (index 0, no head offered yet), so the child reads the heads at once and offers each to its
+        targets: a version they already hold is no event (:func:`plan_apply`), a newer one is applied here.
+        The gateways are the owner's to renew (:meth:`ConsulSource.after_fork_in_child`).
+        """
+        stopped = self._stop.is_set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        self.heads.reset()
+        self._offered = {}
+        if stopped:
+            self._stop.set()
+        elif self._targets:
+            self._start_thread()
+
+
+class ConsulSource(ConfigSource):
+    """Configs from Consul: one :class:`NamespaceWatcher` (one blocking query) per watched namespace.
+
+    Args:
+        address: Consul's HTTP address.
+        token: Consul ACL token.
+        layout: the key layout of the configd installation.
+        wait_seconds: maximum wait of one blocking query.
+        fallback: what stands in when Consul does not answer, for the start-up error message.
+    """
+
+    origin = "consul"
+
+    def __init__(
+        self,
+        address: str | None,
+        *,
+        token: str | None,
+        layout: KeyLayout,
+        wait_seconds: float = DEFAULT_WAIT_SECONDS,
+        fallback: str = "the cache is disabled",
+    ) -> None:
+        self.layout = layout
+        self._token = token
+        self._wait_seconds = wait_seconds
+        self.fallback = fallback
+        # Short requests only (start-up reads, large bodies, registration): no keep-alive, so when the process
+        # is idle its only connection to Consul is the one blocking query per namespace.
+        self.reader = ConsulGateway(address, token=token, pool_size=4, keep_alive=False)
+        self.address = self.reader.address
+        self._lock = threading.Lock()
+        self._watchers: dict[str, NamespaceWatcher] = {}
+        self._blocking: list[ConsulGateway] = []
+
+    def watcher(self, namespace: str) -> NamespaceWatcher:
+        """The namespace's watcher, created on first use (it starts with its first target)."""
+        with self._lock:
+            watcher = self._watchers.get(namespace)
+            if watcher is None:
+                blocking = ConsulGateway(self.address, token=self._token, pool_size=1)
+                self._blocking.append(blocking)
+                watcher = NamespaceWatcher(
+                    namespace, self.layout, blocking=blocking, reader=self.reader, wait_seconds=self._wait_seconds
+                )
+                self._watchers[namespace] = watcher
+            return watcher
+
+    def read_now(self, namespace: str, name: str) -> Document | None:
+        return read_document(self.reader, self.layout, namespace, name)
+
+    def follow(self, live: LiveSettings[Any]) -> None:
+        self.watcher(live.namespace).watch(live.name, live)
+
+    def unfollow(self, live: LiveSettings[Any]) -> None:
+        self.watcher(live.namespace).unwatch(live.name, live)
+
+    def missing(self, live: LiveSettings[Any], timeout: float, unreachable: Exception | None) -> Exception:
+        if live.last_error is not None and not isinstance(live.last_error, NotFound):
+            return live.last_error
+        watcher = self.watcher(live.namespace)
+        denied = next((e for e in (unreachable, watcher.last_error) if isinstance(e, ConsulPermissionDenied)), None)
+        if denied is not None:  # Consul answered, and said no: a token problem, not an outage
+            return ConsulPermissionDenied(
+                f"could not load {live.ref}: Consul at {self.address} refused this client's ACL token ({denied}); "
+                f"the token needs read on {self.layout.heads_prefix(live.namespace)}, "
+                f"{self.layout.prefix}/versions/{live.namespace}/ and {self.layout.prefix}/blobs/{live.namespace}/"
+            )
+        if unreachable is not None or watcher.reachable is not True:
+            cause = watcher.last_error or unreachable
+            return ConsulUnavailable(
+                f"could not load {live.ref}: Consul at {self.address} did not answer within {timeout}s and "
+                f"{self.fallback} ({cause})"
+            )
+        return NotFound(f"config {live.ref} does not exist in Consul at {self.address} (waited {timeout}s)")
+
+    def after_fork_in_child(self) -> None:
+        """New connection pools (the inherited ones are the parent's), then every watcher starts over."""
+        self._lock = threading.Lock()
+        self.reader.forget_connections()
+        for gateway in self._blocking:
+            gateway.forget_connections()
+        for watcher in list(self._watchers.values()):
+            watcher.after_fork_in_child()
+
+    def close(self) -> None:
+        for watcher in list(self._watchers.values()):
+            watcher.close()
+        for gateway in self._blocking:
+            gateway.close()
+        self.reader.close()

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import base64
 import builtins
+import functools
 import json
 import os
 import ssl
 import time
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -144,12 +146,42 @@ class Urllib3Transport(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
                 context.verify_mode = ssl.CERT_NONE
             options["ssl_context"] = context
         bypass = urllib.request.proxy_bypass_environment(host)  # type: ignore[attr-defined]  # not in typeshed
-        proxy = None if bypass else urllib.request.getproxies().get(scheme)
-        self._pool: urllib3.PoolManager = (
-            urllib3.ProxyManager(proxy, num_pools=1, **options)
-            if proxy
-            else urllib3.PoolManager(num_pools=1, **options)
+        self._proxy = None if bypass else urllib.request.getproxies().get(scheme)
+        self._options = options
+        self._opened: weakref.WeakSet[Any] = weakref.WeakSet()  # every connection the pool opened, idle or in use
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> urllib3.PoolManager:
+        pool = (
+            urllib3.ProxyManager(self._proxy, num_pools=1, **self._options)
+            if self._proxy
+            else urllib3.PoolManager(num_pools=1, **self._options)
         )
+        # urllib3 calls pool_cls(host, port, **context): the classes, told where to note what they open.
+        pool.pool_classes_by_scheme = {
+            "http": functools.partial(_TrackedHTTPPool, opened=self._opened),  # type: ignore[dict-item]
+            "https": functools.partial(_TrackedHTTPSPool, opened=self._opened),  # type: ignore[dict-item]
+        }
+        return pool
+
+    def forget_connections(self) -> None:
+        """After ``fork()``, in the child: start a new pool and let go of the inherited connections.
+
+        Their sockets are the parent's connections (shared descriptors): reused here, two processes would read
+        one stream. Each inherited descriptor is closed in this process only — no shutdown, no TLS close — so
+        the parent's connections go on, and the child holds no stale copy of them (not even of a query that
+        was in flight on a thread that did not survive the fork). No lock of the old pool is taken: a thread
+        that held one at the fork is gone, and the lock with it.
+        """
+        inherited, self._opened = list(self._opened), weakref.WeakSet()
+        self._pool = self._new_pool()
+        for connection in inherited:
+            sock = connection.sock
+            if sock is not None:
+                # detach(): a response being read holds the socket open past close(); os.close() drops this
+                # process's descriptor only (never a shutdown), whatever still refers to the socket object.
+                with suppress(OSError):
+                    os.close(sock.detach())
 
     def _timeout(self, params: Any) -> urllib3.Timeout:
         found = dict(params or ())
@@ -193,6 +225,32 @@ class Urllib3Transport(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
 
     def close(self) -> None:
         self._pool.clear()
+
+
+class _TrackedHTTPPool(urllib3.HTTPConnectionPool):
+    """A connection pool that notes every connection it opens in ``opened`` (see ``forget_connections``)."""
+
+    def __init__(self, *args: Any, opened: weakref.WeakSet[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._opened = opened
+
+    def _new_conn(self) -> Any:
+        connection = super()._new_conn()
+        self._opened.add(connection)
+        return connection
+
+
+class _TrackedHTTPSPool(urllib3.HTTPSConnectionPool):
+    """:class:`_TrackedHTTPPool` for https."""
+
+    def __init__(self, *args: Any, opened: weakref.WeakSet[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._opened = opened
+
+    def _new_conn(self) -> Any:
+        connection = super()._new_conn()
+        self._opened.add(connection)
+        return connection
 
 
 class _Consul(consul.base.Consul):  # type: ignore[misc]
@@ -359,6 +417,10 @@ class ConsulGateway:
     def leader(self) -> str:
         """The Raft leader's address; empty when the cluster has none."""
         return str(self._call("status.leader", lambda: self._client.status.leader()) or "")
+
+    def forget_connections(self) -> None:
+        """In a forked child: new connections from now on; the parent's are left to the parent."""
+        self._client.http.forget_connections()
 
     def close(self) -> None:
         self._client.http.close()
