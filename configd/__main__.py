@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     rotate = verbs.add_parser("rotate", help="a new active key for a namespace; old keys stay to read old versions")
     rotate.add_argument("namespace")
     rotate.add_argument("--rewrap", action="store_true", help="then write every head under an old key again")
+    rotate.add_argument(
+        "--stage", action="store_true", help="add the next key without activating it (ship it to apps, then rotate)"
+    )
     rotate.add_argument("--consul", dest="consul_addr", help="Consul HTTP address for --rewrap (env CONSUL_HTTP_ADDR)")
     rotate.add_argument("--prefix", help="Consul key prefix for --rewrap (env CONFIGD_PREFIX)")
     listing = verbs.add_parser("list", help="every key id, its namespace and date (never the key itself)")

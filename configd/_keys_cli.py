@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,13 @@ def _rewrap(args: argparse.Namespace, path: Path) -> None:
     gateway = ConsulGateway(settings.consul_addr, token=settings.consul_token_value())
     try:
         store = ConfigStore(gateway, KeyLayout(settings.prefix), keys.ServerKeys(path))
-        for result in keys.rewrap(store, args.namespace, actor="configd-keys"):
+        done, failed = keys.rewrap(store, args.namespace, actor="configd-keys")
+        for result in done:
             print(f"rewrapped {result.head.namespace}/{result.head.name}: v{result.head.version}")
+        for name, exc in failed:
+            print(f"configd keys: could not rewrap {args.namespace}/{name}: {exc}", file=sys.stderr)
+        if failed:
+            raise ConfigdError(f"{len(failed)} config(s) of {args.namespace} were not rewrapped")
     finally:
         gateway.close()
 
@@ -59,9 +65,12 @@ def run_keys(args: argparse.Namespace) -> int:
         key = keys.create_key(path, args.namespace)
         print(f"created key {key.kid} for namespace {args.namespace} in {path}")
     elif args.verb == "rotate":
-        key = keys.rotate_key(path, args.namespace)
-        print(f"new active key {key.kid} for namespace {args.namespace} in {path} (old keys kept)")
-        if args.rewrap:
+        key = keys.rotate_key(path, args.namespace, stage=args.stage)
+        if args.stage:
+            print(f"staged key {key.kid} for namespace {args.namespace} in {path}: export it to the apps, then rotate")
+        else:
+            print(f"active key {key.kid} for namespace {args.namespace} in {path} (old keys kept)")
+        if args.rewrap and not args.stage:
             _rewrap(args, path)
     elif args.verb == "list":
         for item in keys.list_keys(path):

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from configd_core.errors import ConfigdError, NotFound
 from configd_core.layout import validate_name
-from configd_core.records import utcnow
 from configd_core.secrets import (
     DataKey,
     KeyRing,
@@ -70,14 +69,25 @@ def create_key(path: Path, namespace: str) -> NamespaceKey:
     return key
 
 
-def rotate_key(path: Path, namespace: str) -> NamespaceKey:
-    """A new active key for ``namespace``; the old keys stay in the file (old versions stay readable)."""
+def rotate_key(path: Path, namespace: str, *, stage: bool = False) -> NamespaceKey:
+    """A new active key for ``namespace``; the old keys stay in the file (old versions stay readable).
+
+    ``stage`` adds the new key without activating it, so it can reach every application's key file first; the
+    next ``rotate`` then activates the staged key instead of making another (rotation without a failed version).
+    """
     ring = _read(path)
     keys = ring.namespaces.get(namespace)
     if keys is None:
         raise NotFound(f"namespace {namespace!r} has no keys in {path}; use `configd keys create`")
-    key = NamespaceKey.new(len(keys.keys) + 1)
-    KeyRing({**ring.namespaces, namespace: NamespaceKeys(key.kid, (*keys.keys, key))}, str(path)).write(path)
+    position = next(i for i, k in enumerate(keys.keys) if k.kid == keys.active)
+    staged = keys.keys[position + 1 :]
+    if staged and not stage:
+        key, updated = staged[-1], keys.keys
+    else:
+        key = NamespaceKey.new(len(keys.keys) + 1)
+        updated = (*keys.keys, key)
+    active = keys.active if stage else key.kid
+    KeyRing({**ring.namespaces, namespace: NamespaceKeys(active, updated)}, str(path)).write(path)
     return key
 
 
@@ -110,26 +120,32 @@ def export_keys(path: Path, namespaces: list[str], out: Path) -> KeyRing:
     return only
 
 
-def rewrap(store: ConfigStore, namespace: str, *, actor: str) -> list[PushResult]:
+def rewrap(store: ConfigStore, namespace: str, *, actor: str) -> tuple[list[PushResult], list[tuple[str, Exception]]]:
     """A new version of every head of ``namespace`` whose secrets are under an older key: the same plain values
-    under the active key (versions are immutable, so re-wrapping is a new version; the SDK applies it as usual)."""
+    under the active key (versions are immutable, so re-wrapping is a new version; the SDK applies it as usual).
+    A head that cannot be rewrapped (unreadable, moved meanwhile) is reported, and the others still are."""
     active = store.keys.ring().active(namespace).kid
     done: list[PushResult] = []
+    failed: list[tuple[str, Exception]] = []
     for head in store.heads(namespace):
         stored = store.current_data(head)
         kids = {str(body.get("kid")) for _, body in envelopes(stored)}
-        if kids and kids != {active}:
+        if not kids or kids == {active}:
+            continue
+        try:
             done.append(
                 store.push(
                     namespace,
                     head.name,
                     stored,
                     actor=actor,
-                    message=f"rewrap secrets to key {active} ({utcnow()})",
+                    message=f"rewrap secrets to key {active}",
                     expected_version=head.version,
                 )
             )
-    return done
+        except ConfigdError as exc:
+            failed.append((head.name, exc))
+    return done, failed
 
 
 def reencrypt(source: KeyRing, target: KeyRing, namespace: str, name: str, document: Any) -> Any:
