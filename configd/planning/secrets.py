@@ -31,7 +31,6 @@ from configd_core.secrets import (
     DataKey,
     KeyRing,
     decrypt_envelope,
-    fingerprint,
     is_envelope,
     open_document,
 )
@@ -234,23 +233,22 @@ def redacted(errors: list[ErrorDetail], secrets: list[tuple[str, Any]]) -> list[
     return out
 
 
-def candidate_form(ring: KeyRing, namespace: str, name: str, plain: Any, schema: Schema, stored: Any) -> Any:
-    """A plain candidate (a dry run) in the form :func:`masked_pair` compares: each secret value reduced to its
-    fingerprint under the key of the stored secret at the same pointer (or the active key), nothing encrypted."""
+def candidate_form(incoming: Any, schema: Schema, stored: Any) -> Any:
+    """A dry run's candidate in the form :func:`masked_pair` compares, without comparing any plain value: a
+    :data:`MASK` (keep the head's secret) or an envelope counts as what it stands for, any other value at a secret
+    field as "secret changed". A dry run is a reader's request, so it must not be an oracle for guessing a secret."""
     if not schema_has_secrets(schema):
-        return plain
+        return incoming
 
     def reduce(pointer: str, value: Any) -> Any:
-        current = _at(stored, pointer) if stored is not None else None
-        kid = current[ENVELOPE_KEY].get("kid") if is_envelope(current) else None
-        try:
-            key = ring.key(namespace, str(kid)) if kid else ring.active(namespace).key
-            kid = kid or ring.active(namespace).kid
-        except SecretUnreadable:
-            return {ENVELOPE_KEY: {"kid": None, "fp": None}}
-        return {ENVELOPE_KEY: {"kid": kid, "fp": fingerprint(key, namespace, name, pointer, value)}}
+        if is_envelope(value):
+            return value
+        current = _at(stored, pointer) if stored is not None and value == MASK else None
+        if is_envelope(current):
+            return current
+        return {ENVELOPE_KEY: {"kid": None, "fp": None}}
 
-    return _walk(plain, [schema], schema, "", reduce)
+    return _walk(incoming, [schema], schema, "", reduce)
 
 
 def schema_of(validator: Draft202012Validator) -> Schema:

@@ -19,7 +19,6 @@ from configd_core.errors import (
     NotFound,
     SchemaIncompatible,
     SchemaNotFound,
-    SecretUnreadable,
     ValidationFailed,
     VersionConflict,
 )
@@ -285,20 +284,16 @@ class ConfigStore:
         current = self._read_heads(namespace, name)
         head = current.head if current.head and not current.head.deleted else None
         stored = self.current_data(head)
-        candidate: Any = masked(data)
         try:
-            plain, schema = self._plain(namespace, name, data, current.schema, head)
-            candidate = candidate_form(self.keys.ring(), namespace, name, plain, schema, stored)
+            self._plain(namespace, name, data, current.schema, head)
             errors: list[Any] = []
             assert current.schema is not None
             ref: SchemaRef | None = SchemaRef(namespace=namespace, name=name, version=current.schema.version)
         except ValidationFailed as exc:
             errors, ref = exc.errors, None
-            if current.schema is not None and not isinstance(exc, SecretUnreadable):
-                # The candidate failed its schema: mask what the schema marks secret before showing a diff.
-                schema = schema_of(self.schemas.validator(current.schema))
-                candidate = candidate_form(self.keys.ring(), namespace, name, masked(data), schema, None)
-        old, new = masked_pair(stored, candidate)
+        # Secrets: masked, "secret changed" unless the candidate keeps the head's (never compared by value).
+        schema = schema_of(self.schemas.validator(current.schema)) if current.schema is not None else {}
+        old, new = masked_pair(stored, candidate_form(data, schema, stored))
         changes = diff_json(old, new) if old is not None else diff_json({}, new)
         return DryRun(
             valid=not errors,
