@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from configd_core.errors import ConfigdError, SecretUnreadable
-from configd_core.records import ENVELOPE_MARKER, canonical_json
-from configd_core.secrets import KEYS_FILE_ENV, KeyRing, open_document
+from configd_core.secrets import KEYS_FILE_ENV, KeyRing, has_envelopes, open_document
 
 from ._events import Document
 
@@ -55,7 +54,7 @@ _KEYS = ApplicationKeys()
 
 def opened_data(document: Document) -> dict[str, Any]:
     """The data of ``document`` with its secrets decrypted (the document itself when it has none)."""
-    if ENVELOPE_MARKER not in canonical_json(document.data):
+    if not has_envelopes(document.data):
         return document.data
     opened: dict[str, Any] = open_document(_KEYS.ring(), document.namespace, document.name, document.data)
     return opened

@@ -425,7 +425,7 @@ def _config_plan(
     """One imported config: opened, validated plain, sealed; its write, or None (unchanged or a problem)."""
     schema = schema_of(validator)
     try:
-        plain = opened(ring, ns, name, c.item.document, schema, lambda: None)
+        plain = opened(ring, ns, name, c.item.document, schema, lambda: None, c.canonical)
     except SecretUnreadable as exc:
         problems.append(ItemProblem(c.index, c.item, exc, "document"))
         return None
@@ -435,7 +435,7 @@ def _config_plan(
         problems.append(ItemProblem(c.index, c.item, failed, "document"))
         return None
     try:
-        sealed = seal(ring, ns, name, plain, schema)
+        sealed = seal(ring, ns, name, plain, schema, c.canonical if plain is c.item.document else None)
     except ConfigdError as exc:
         problems.append(ItemProblem(c.index, c.item, exc, "document"))
         return None

@@ -25,7 +25,7 @@ from jsonschema import Draft202012Validator
 from configd_core.diff import escape_token
 from configd_core.errors import ConfigTooLarge, ErrorDetail, SecretUnreadable
 from configd_core.layout import MAX_CONFIG_BYTES
-from configd_core.records import ENVELOPE_KEY, canonical_json, document_sha256
+from configd_core.records import ENVELOPE_KEY, ENVELOPE_MARKER, canonical_json, document_sha256, sha256_hex
 from configd_core.secrets import (
     MASK,
     DataKey,
@@ -133,10 +133,23 @@ def secret_pointers(schema: Schema, document: Any) -> list[str]:
     return found
 
 
+# Schemas are compiled once per version and their validators cached, so the same dict comes back on every push:
+# its verdict is remembered by identity (holding the dict, so an id is never reused while remembered).
+_VERDICTS: dict[int, tuple[Any, bool]] = {}
+_VERDICTS_MAX = 1024
+
+
 def schema_has_secrets(schema: Any) -> bool:
     """Whether any subschema of ``schema`` is marked secret (cheap pre-check: the keywords appear at all)."""
+    known = _VERDICTS.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
     text = canonical_json(schema)
-    return b'"writeOnly":true' in text or b'"x-configd-secret":true' in text
+    verdict = b'"writeOnly":true' in text or b'"x-configd-secret":true' in text
+    if len(_VERDICTS) >= _VERDICTS_MAX:
+        _VERDICTS.clear()
+    _VERDICTS[id(schema)] = (schema, verdict)
+    return verdict
 
 
 @dataclass(frozen=True)
@@ -149,9 +162,12 @@ class Sealed:
     pointers: tuple[str, ...] = ()
 
 
-def seal(ring: KeyRing, namespace: str, name: str, plain: Any, schema: Schema) -> Sealed:
+def seal(
+    ring: KeyRing, namespace: str, name: str, plain: Any, schema: Schema, canonical: bytes | None = None
+) -> Sealed:
     """``plain`` (validated) with each secret value encrypted under a new data key; SecretUnreadable when the
-    namespace has no active key. Without secret values, the document itself (no key needed)."""
+    namespace has no active key. Without secret values, the document itself (no key needed; ``canonical``: its
+    canonical bytes when the caller has them)."""
     pointers: list[str] = []
     data_key: list[DataKey] = []
 
@@ -162,10 +178,12 @@ def seal(ring: KeyRing, namespace: str, name: str, plain: Any, schema: Schema) -
         return data_key[0].envelope(pointer, value)
 
     data = _walk(plain, [schema], schema, "", encrypt) if schema_has_secrets(schema) else plain
-    canonical = canonical_json(data)
+    if canonical is None or data is not plain:
+        canonical = canonical_json(data)
     if len(canonical) > MAX_CONFIG_BYTES:
         raise ConfigTooLarge(len(canonical), MAX_CONFIG_BYTES)
-    return Sealed(data, canonical, document_sha256(data), tuple(pointers))
+    sha = sha256_hex(canonical) if ENVELOPE_MARKER not in canonical else document_sha256(data)
+    return Sealed(data, canonical, sha, tuple(pointers))
 
 
 def _at(document: Any, pointer: str) -> Any:
@@ -181,14 +199,24 @@ def _at(document: Any, pointer: str) -> Any:
 
 
 def opened(
-    ring: KeyRing, namespace: str, name: str, incoming: Any, schema: Schema | None, head: Callable[[], Any | None]
+    ring: KeyRing,
+    namespace: str,
+    name: str,
+    incoming: Any,
+    schema: Schema | None,
+    head: Callable[[], Any | None],
+    canonical: bytes | None = None,
 ) -> Any:
     """The plain document a write validates: envelopes decrypted (each must belong to this namespace, config and
     pointer), and a MASK at a secret field replaced by the head's value there (``head()``: the stored head).
 
-    SecretUnreadable when an envelope does not decrypt or a mask has no secret behind it: nothing is written."""
+    SecretUnreadable when an envelope does not decrypt or a mask has no secret behind it: nothing is written.
+    ``canonical`` (the incoming document's canonical bytes, when known) makes a document without secrets free."""
+    secret_schema = schema is not None and schema_has_secrets(schema)
+    if canonical is not None and ENVELOPE_MARKER not in canonical and not secret_schema:
+        return incoming
     plain = open_document(ring, namespace, name, incoming)
-    if schema is None or not schema_has_secrets(schema):
+    if schema is None or not secret_schema:
         return plain
     masks = [p for p in secret_pointers(schema, plain) if _at(plain, p) == MASK]
     if not masks:

@@ -240,31 +240,33 @@ class ConfigStore:
     # --- validation --------------------------------------------------------------------------------
     def _plain(
         self, namespace: str, name: str, data: Any, schema_head: SchemaHeadRecord | None, head: HeadRecord | None
-    ) -> tuple[Any, dict[str, Any]]:
+    ) -> tuple[Any, dict[str, Any], bytes | None]:
         """``data`` made plain (envelopes decrypted, masks kept from ``head``) and checked against the config's
-        current schema head; returns the plain document and the schema. Errors never show a secret value."""
-        checked_config(data)
+        current schema head; returns the plain document, the schema and the plain document's canonical bytes when
+        it is ``data`` itself. Errors never show a secret value."""
+        canonical = checked_config(data)
         if schema_head is None:
             raise SchemaNotFound(f"no schema is registered for {namespace}/{name}; register one before pushing configs")
         validator = self.schemas.validator(schema_head)
         schema = schema_of(validator)
         live = head if head is not None and not head.deleted else None
-        plain = opened(self.keys.ring(), namespace, name, data, schema, lambda: self.current_data(live))
-        checked_config(plain)
+        plain = opened(self.keys.ring(), namespace, name, data, schema, lambda: self.current_data(live), canonical)
+        if plain is not data:
+            checked_config(plain)
         errors = config_errors(validator, plain)
         if errors:
             raise ValidationFailed(
                 f"{namespace}/{name}: {len(errors)} validation error(s) against schema v{schema_head.version}",
                 redacted(errors, plain_values(schema, plain)),
             )
-        return plain, schema
+        return plain, schema, canonical if plain is data else None
 
     def _sealed(
         self, namespace: str, name: str, data: Any, schema_head: SchemaHeadRecord | None, head: HeadRecord | None
     ) -> Sealed:
         """The one encryption step of every write: validate the plain document, then seal its secret values."""
-        plain, schema = self._plain(namespace, name, data, schema_head, head)
-        return seal(self.keys.ring(), namespace, name, plain, schema)
+        plain, schema, canonical = self._plain(namespace, name, data, schema_head, head)
+        return seal(self.keys.ring(), namespace, name, plain, schema, canonical)
 
     def _read_heads(self, namespace: str, name: str) -> Heads:
         """The config head and the schema head as Consul has them now, in one round trip when both exist."""
