@@ -64,15 +64,22 @@ def _unb64(text: Any) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
-def _aesgcm(key: bytes) -> Any:
+def _cipher() -> tuple[Any, type[Exception]]:
+    """AES-GCM and its authentication failure, from ``cryptography`` (imported on first use: an application
+    without secret fields does not need it)."""
     try:
+        from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ConfigdError(
-            "this config has secret values and decrypting them needs the 'cryptography' package: "
+            "this config has secret values and reading or writing them needs the 'cryptography' package: "
             "pip install 'configd[secrets]'"
         ) from exc
-    return AESGCM(key)
+    return AESGCM, InvalidTag
+
+
+def _aesgcm(key: bytes) -> Any:
+    return _cipher()[0](key)
 
 
 # --- keys ------------------------------------------------------------------------------------------------
@@ -285,8 +292,7 @@ class DataKey:
 
 def decrypt_envelope(ring: KeyRing, namespace: str, name: str, pointer: str, body: dict[str, Any]) -> Any:
     """The plain value of one envelope; SecretUnreadable (naming key id, namespace and pointer) when it cannot be."""
-    from cryptography.exceptions import InvalidTag
-
+    invalid_tag = _cipher()[1]
     kid = str(body.get("kid", ""))
     where = f"{namespace}/{name} {pointer}"
     key = ring.key(namespace, kid)
@@ -297,7 +303,7 @@ def decrypt_envelope(ring: KeyRing, namespace: str, name: str, pointer: str, bod
             _unb64(body.get("n")), _unb64(body.get("ct")), _binding(namespace, name, pointer, kid)
         )
         value = json.loads(plain)
-    except InvalidTag as exc:
+    except invalid_tag as exc:
         raise SecretUnreadable(
             f"the secret at {where} does not decrypt with key {kid!r} of namespace {namespace!r}: a wrong key, "
             "a tampered ciphertext, or a ciphertext copied from another field or config"

@@ -328,6 +328,12 @@ def test_bad_keys_and_tampering_are_clear_errors_and_the_app_keeps_running(
         assert "/api/token" in str(errors[-1])
         assert live.current.password.get_secret_value() == PW_1
 
+    # an application starting without the key: a clear error at start-up, naming the key id and the namespace
+    app_file.write_text(json.dumps({"format": "configd-keys/1", "namespaces": {}}))
+    starting = ConfigClient(server.consul_addr, prefix=server.prefix, cache=False, register=False)
+    with starting, pytest.raises(SecretUnreadable, match=rf"no key '.+' for namespace '{ns}'"):
+        starting.settings(DbSettings, f"{ns}/{name}", timeout=1)
+
     # through the server: an import carrying a moved, a tampered or a foreign ciphertext is refused, nothing written
     other = tmp_path / "other-environment-keys.json"
     foreign_kid = create_key(other, ns).kid
