@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (env CONFIGD_PORT, default 8080)")
     serve.add_argument("--prefix", help="Consul key prefix (env CONFIGD_PREFIX, default configd)")
     serve.add_argument("--tokens-file", dest="tokens_file", help="bearer tokens JSON (env CONFIGD_TOKENS_FILE)")
+    serve.add_argument(
+        "--keys-file", dest="keys_file", help="namespace keys of secret fields (env CONFIGD_KEYS_FILE; configd keys)"
+    )
     serve.add_argument("--workers", type=int, help="server processes sharing the port (env CONFIGD_WORKERS, default 1)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -72,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {
         key: getattr(args, key)
-        for key in ("consul_addr", "host", "port", "prefix", "tokens_file", "workers")
+        for key in ("consul_addr", "host", "port", "prefix", "tokens_file", "keys_file", "workers")
         if getattr(args, key) is not None
     }
     settings = ServerSettings(**overrides)
