@@ -289,3 +289,27 @@ def test_the_sdk_decrypts_in_process_and_keeps_its_last_good_settings(
     written = cache.write(good)
     assert "first-password" not in written.read_text() and ENVELOPE_KEY in written.read_text()
     assert cache.read("payments", "svc") == Document("payments", "svc", 1, good.sha256, good.data, "cache")
+
+
+def test_configd_keys_command_line(ring: KeyRing, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from configd.__main__ import main
+
+    dev, prod = tmp_path / "dev.json", tmp_path / "prod.json"
+    ring.write(dev)
+    assert main(["keys", "create", "payments", "--keys-file", str(prod)]) == 0
+    assert main(["keys", "rotate", "payments", "--stage", "--keys-file", str(prod)]) == 0
+    assert main(["keys", "list", "--keys-file", str(prod)]) == 0
+    listed = capsys.readouterr().out
+    assert "staged key k2-" in listed and listed.count("payments\tk") == 2
+    assert base64.b64encode(KeyRing.from_file(prod).active("payments").key).decode() not in listed
+    # an exported tree moves to the other environment's key, schemas untouched
+    tree = tmp_path / "export" / "payments"
+    tree.mkdir(parents=True)
+    (tree / "svc.json").write_text(json.dumps(seal(ring, "payments", "svc", PLAIN, SCHEMA).data))
+    (tree / "svc.schema.json").write_text(json.dumps(SCHEMA))
+    args = ["keys", "reencrypt", str(tmp_path / "export"), "--keys-file", str(dev), "--to-keys", str(prod)]
+    assert main(args) == 0
+    moved = json.loads((tree / "svc.json").read_text())
+    assert open_document(KeyRing.from_file(prod), "payments", "svc", moved) == PLAIN
+    assert json.loads((tree / "svc.schema.json").read_text()) == SCHEMA
+    assert main(["keys", "create", "payments", "--keys-file", str(prod)]) == 1  # refused: it has keys already
