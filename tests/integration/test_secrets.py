@@ -27,7 +27,9 @@ import httpx
 import pytest
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from typer.testing import CliRunner
 
+from configctl import app
 from configd.services.keys import create_key, export_keys, rotate_key
 from configd_client import ConfigClient
 from configd_core.consul import ConsulGateway
@@ -114,9 +116,16 @@ def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
     return bool(predicate())
 
 
-def configctl(server: ServerProcess, *args: str, token: str = "reader") -> str:
-    env = {**os.environ, "CONFIGD_URL": server.base_url, "CONFIGD_TOKEN": server.tokens[token], "COLUMNS": "200"}
-    done = subprocess.run([str(BIN / "configctl"), *args], capture_output=True, text=True, timeout=60, env=env)
+def configctl(server: ServerProcess, *args: str, token: str = "reader", subprocess_run: bool = False) -> str:
+    """configctl's output: the installed command in a subprocess, or its app in process (CliRunner)."""
+    env = {"CONFIGD_URL": server.base_url, "CONFIGD_TOKEN": server.tokens[token], "COLUMNS": "200"}
+    if not subprocess_run:
+        result = CliRunner(env=env).invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+    done = subprocess.run(
+        [str(BIN / "configctl"), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr
 
@@ -241,7 +250,7 @@ def test_secrets_never_leave_the_application(
     # configctl get / export / diff, and the exported tree
     exported = tmp_path / "export"
     out = configctl(server, "get", f"{ns}/db") + configctl(server, "diff", f"{ns}/db", "1", "2")
-    out += configctl(server, "export", str(exported), ns)
+    out += configctl(server, "export", str(exported), ns, subprocess_run=True)
     tree = "\n".join(p.read_text() for p in exported.rglob("*.json"))
     assert ENVELOPE_KEY in tree and MASK in out
     assert_no_plain("configctl output and the exported tree", out + tree)
@@ -368,9 +377,7 @@ def test_bad_keys_and_tampering_are_clear_errors_and_the_app_keeps_running(
         assert_no_plain("a refused push", moved.text + nokey.text)
     after = kv_dump(gateway, server.prefix)
     # only audit entries of the refusals were written
-    assert {k for k in after.splitlines() if "/audit/" not in k} >= {
-        k for k in before.splitlines() if "/audit/" not in k
-    }
+    assert len(after.splitlines()) > len(before.splitlines())
     assert [line for line in after.splitlines() if "/audit/" not in line] == [
         line for line in before.splitlines() if "/audit/" not in line
     ]
