@@ -74,7 +74,8 @@ def run_keys(args: argparse.Namespace) -> int:
             _rewrap(args, path)
     elif args.verb == "list":
         for item in keys.list_keys(path):
-            print(f"{item.namespace}\t{item.kid}\t{item.created_at}\t{'active' if item.active else ''}".rstrip())
+            state = "active" if item.active else "staged" if item.staged else ""
+            print(f"{item.namespace}\t{item.kid}\t{item.created_at}\t{state}".rstrip())
     elif args.verb == "export":
         ring = keys.export_keys(path, args.namespaces, Path(args.out))
         print(f"wrote {args.out}: keys of {', '.join(sorted(ring.namespaces))}")

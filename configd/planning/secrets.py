@@ -16,6 +16,7 @@ The envelope format and the cipher are :mod:`configd_core.secrets` (shared with 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -77,8 +78,6 @@ def _is_secret(branches: list[Schema]) -> bool:
 
 
 def _children(branches: list[Schema], key: str | int) -> list[Any]:
-    import re
-
     found: list[Any] = []
     for b in branches:
         if isinstance(key, int):

@@ -97,16 +97,20 @@ class KeyListing:
     kid: str
     created_at: str
     active: bool
+    staged: bool = False
 
 
 def list_keys(path: Path) -> list[KeyListing]:
     """Every key of the file (ids and dates only: never the key bytes)."""
     ring = KeyRing.from_file(path)
-    return [
-        KeyListing(ns, k.kid, k.created_at, k.kid == keys.active)
-        for ns, keys in sorted(ring.namespaces.items())
-        for k in keys.keys
-    ]
+    found: list[KeyListing] = []
+    for ns, keys in sorted(ring.namespaces.items()):
+        position = next((i for i, k in enumerate(keys.keys) if k.kid == keys.active), len(keys.keys))
+        found += [
+            KeyListing(ns, k.kid, k.created_at, k.kid == keys.active, staged=i > position)
+            for i, k in enumerate(keys.keys)
+        ]
+    return found
 
 
 def export_keys(path: Path, namespaces: list[str], out: Path) -> KeyRing:

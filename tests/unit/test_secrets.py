@@ -300,7 +300,7 @@ def test_configd_keys_command_line(ring: KeyRing, tmp_path: Path, capsys: pytest
     assert main(["keys", "rotate", "payments", "--stage", "--keys-file", str(prod)]) == 0
     assert main(["keys", "list", "--keys-file", str(prod)]) == 0
     listed = capsys.readouterr().out
-    assert "staged key k2-" in listed and listed.count("payments\tk") == 2
+    assert "staged key k2-" in listed and listed.count("payments\tk") == 2 and listed.rstrip().endswith("staged")
     assert base64.b64encode(KeyRing.from_file(prod).active("payments").key).decode() not in listed
     # an exported tree moves to the other environment's key, schemas untouched
     tree = tmp_path / "export" / "payments"
