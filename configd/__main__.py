@@ -23,8 +23,36 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (env CONFIGD_PORT, default 8080)")
     serve.add_argument("--prefix", help="Consul key prefix (env CONFIGD_PREFIX, default configd)")
     serve.add_argument("--tokens-file", dest="tokens_file", help="bearer tokens JSON (env CONFIGD_TOKENS_FILE)")
+    serve.add_argument(
+        "--keys-file", dest="keys_file", help="namespace keys of secret fields (env CONFIGD_KEYS_FILE; configd keys)"
+    )
     serve.add_argument("--workers", type=int, help="server processes sharing the port (env CONFIGD_WORKERS, default 1)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    keys = commands.add_parser("keys", help="namespace keys of secret fields (the key file, CONFIGD_KEYS_FILE)")
+    verbs = keys.add_subparsers(dest="verb", required=True)
+    file_help = "the server's key file (env CONFIGD_KEYS_FILE)"
+    create = verbs.add_parser("create", help="add a namespace with a first, active key (creates the file)")
+    create.add_argument("namespace")
+    rotate = verbs.add_parser("rotate", help="a new active key for a namespace; old keys stay to read old versions")
+    rotate.add_argument("namespace")
+    rotate.add_argument("--rewrap", action="store_true", help="then write every head under an old key again")
+    rotate.add_argument(
+        "--stage", action="store_true", help="add the next key without activating it (ship it to apps, then rotate)"
+    )
+    rotate.add_argument("--consul", dest="consul_addr", help="Consul HTTP address for --rewrap (env CONSUL_HTTP_ADDR)")
+    rotate.add_argument("--prefix", help="Consul key prefix for --rewrap (env CONFIGD_PREFIX)")
+    listing = verbs.add_parser("list", help="every key id, its namespace and date (never the key itself)")
+    export = verbs.add_parser("export", help="an application's key file: only the namespaces it reads")
+    export.add_argument("namespaces", nargs="+", metavar="NAMESPACE")
+    export.add_argument("--out", required=True, help="where to write the application's key file")
+    reencrypt = verbs.add_parser(
+        "reencrypt", help="re-encrypt an exported tree (configctl export) for another environment's key file"
+    )
+    reencrypt.add_argument("directory", help="the tree: <ns>/<name>.json files, rewritten in place")
+    reencrypt.add_argument("--to-keys", required=True, help="the target environment's key file")
+    for verb in (create, rotate, listing, export, reencrypt):
+        verb.add_argument("--keys-file", dest="keys_file", help=file_help)
 
     dev = commands.add_parser("dev", help="throwaway Consul dev agent + server on 127.0.0.1:8080 + example data")
     dev.add_argument("--host", default="127.0.0.1")
@@ -47,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {
         key: getattr(args, key)
-        for key in ("consul_addr", "host", "port", "prefix", "tokens_file", "workers")
+        for key in ("consul_addr", "host", "port", "prefix", "tokens_file", "keys_file", "workers")
         if getattr(args, key) is not None
     }
     settings = ServerSettings(**overrides)
@@ -83,10 +111,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(args, "log_level", "warning").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "keys":
+            from ._keys_cli import run_keys
+
+            return run_keys(args)
         from .dev import run_dev
 
         return run_dev(host=args.host, port=args.port, examples=args.examples, log_level=args.log_level)

@@ -36,6 +36,7 @@ from .metrics import ServerMetrics
 from .services.clients import ClientDirectory
 from .services.configs import ConfigStore
 from .services.health import consul_health
+from .services.keys import ServerKeys
 from .settings import ServerSettings
 from .ui import router as ui_router
 
@@ -120,7 +121,7 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
     gateway = ConsulGateway(settings.consul_addr, token=settings.consul_token_value(), pool_size=64)
     gateway.on_call = metrics.observe_consul_call
     layout = KeyLayout(settings.prefix)
-    store = ConfigStore(gateway, layout)
+    store = ConfigStore(gateway, layout, ServerKeys(settings.keys_file))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

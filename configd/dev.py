@@ -18,9 +18,13 @@ from typing import Any
 
 from .devagent import PROJECT_ROOT, ConsulAgent
 from .services.configs import ConfigStore
+from .services.keys import create_key, export_keys
 
 EXAMPLE_CONFIGS = PROJECT_ROOT / "examples" / "configs"
 EXAMPLE_SCHEMAS = PROJECT_ROOT / "schemas" / "examples"
+# An example with a secret field (payments/database, db_password): loaded with the dev key ring `make run` creates.
+EXAMPLE_SECRETS = PROJECT_ROOT / "examples" / "secrets"
+SECRET_NAMESPACES = ("payments",)
 DEV_ACTOR = "dev-admin"
 # Stable on purpose: the README's curl examples use them verbatim. Never use them outside `configd dev`.
 DEV_TOKENS: tuple[dict[str, Any], ...] = (
@@ -83,10 +87,16 @@ def run_dev(*, host: str, port: int, examples: str | None, log_level: str) -> in
         agent.start(timeout=60)
         tokens_file = workdir / "tokens.json"
         tokens_file.write_text(json.dumps({"tokens": list(DEV_TOKENS)}, indent=2))
+        # A dev key ring: the server's (every namespace) and an application's (only payments).
+        keys_file, app_keys_file = workdir / "keys.json", workdir / "app-keys.json"
+        for namespace in SECRET_NAMESPACES:
+            create_key(keys_file, namespace)
+        export_keys(keys_file, list(SECRET_NAMESPACES), app_keys_file)
         settings = ServerSettings(
             consul_addr=agent.http_addr,
             consul_token=None,
             tokens_file=tokens_file,
+            keys_file=keys_file,
             prefix="configd",
             host=host,
             port=port,
@@ -96,6 +106,8 @@ def run_dev(*, host: str, port: int, examples: str | None, log_level: str) -> in
             loaded = load_examples(app.state.configd.store, Path(examples) / "configs", Path(examples) / "schemas")
         else:
             loaded = load_examples(app.state.configd.store)
+            secret = load_examples(app.state.configd.store, EXAMPLE_SECRETS / "configs", EXAMPLE_SECRETS / "schemas")
+            loaded = LoadedExamples(loaded.schemas + secret.schemas, loaded.configs + secret.configs)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
         base = f"http://{host}:{port}"
         banner = "\n".join(
@@ -107,6 +119,8 @@ def run_dev(*, host: str, port: int, examples: str | None, log_level: str) -> in
                 f"  API docs: {base}/docs    UI: {base}/ui/    health: {base}/healthz",
                 "  admin token: dev-admin-token   (also dev-editor-token, dev-reader-token)",
                 f"  an app that hot-reloads: CONSUL_HTTP_ADDR={agent.http_addr} .venv/bin/python examples/app/main.py",
+                f"  secrets (payments/database): server keys {keys_file}",
+                f"    an app's key file, payments only: CONFIGD_KEYS_FILE={app_keys_file}",
                 f"  try: curl -H 'Authorization: Bearer dev-admin-token' {base}/api/v1/configs",
                 "Press Ctrl-C to stop the server and the Consul agent.",
                 "",

@@ -18,8 +18,8 @@ class ServerSettings(BaseSettings):
     """Where configd finds Consul and its tokens, and where it listens.
 
     Environment: ``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN``, ``CONFIGD_TOKENS_FILE``, ``CONFIGD_PREFIX``,
-    ``CONFIGD_HOST``, ``CONFIGD_PORT``, ``CONFIGD_WORKERS``. Keyword arguments (the command-line flags) win over
-    the environment.
+    ``CONFIGD_KEYS_FILE``, ``CONFIGD_HOST``, ``CONFIGD_PORT``, ``CONFIGD_WORKERS``. Keyword arguments (the
+    command-line flags) win over the environment.
     """
 
     model_config = SettingsConfigDict(env_prefix="CONFIGD_", extra="ignore", populate_by_name=True, frozen=True)
@@ -35,6 +35,9 @@ class ServerSettings(BaseSettings):
         description="configd's own Consul ACL token",
     )
     tokens_file: Path | None = Field(default=None, description="JSON file of the API's bearer tokens")
+    keys_file: Path | None = Field(
+        default=None, description="the namespace keys that encrypt secret fields (configd keys create)"
+    )
     prefix: str = Field(default=DEFAULT_PREFIX, min_length=1, description="Consul key prefix of every record")
     host: str = DEFAULT_HOST
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
@@ -56,6 +59,8 @@ class ServerSettings(BaseSettings):
         }
         if self.tokens_file is not None:
             found["CONFIGD_TOKENS_FILE"] = str(self.tokens_file)
+        if self.keys_file is not None:
+            found["CONFIGD_KEYS_FILE"] = str(self.keys_file)
         if self.consul_token is not None:
             found["CONSUL_HTTP_TOKEN"] = self.consul_token.get_secret_value()
         return found

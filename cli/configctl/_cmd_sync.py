@@ -87,7 +87,7 @@ class _Exported:
 
 
 def _fetch_export(api: ConfigdAPI, namespace: str, name: str) -> _Exported:
-    data = api.config(namespace, name).get("data")
+    data = api.config(namespace, name, sealed=True).get("data")  # secrets stay encrypted in the tree
     try:
         schema = api.schema(namespace, name).get("schema")
     except NotFound:
@@ -211,7 +211,7 @@ def _with_document(api: ConfigdAPI, file: TreeFile, head: RemoteDocument) -> Rem
     if file.kind == "schema":
         document = api.schema(file.namespace, file.name, head.version).get("schema")
     else:
-        document = api.config(file.namespace, file.name, head.version).get("data")
+        document = api.config(file.namespace, file.name, head.version, sealed=True).get("data")
     return RemoteDocument(head.version, head.sha256, document)
 
 

@@ -189,9 +189,10 @@ class ConfigdAPI:
         result: dict[str, Any] = self.request("PUT", _ref_path(namespace, name), json=payload)
         return result
 
-    def config(self, namespace: str, name: str, version: int | None = None) -> dict[str, Any]:
+    def config(self, namespace: str, name: str, version: int | None = None, *, sealed: bool = False) -> dict[str, Any]:
+        """A version; secret values masked, or (``sealed``) in their encrypted envelopes."""
         path = _ref_path(namespace, name) + (f"/versions/{version}" if version is not None else "")
-        result: dict[str, Any] = self.request("GET", path)
+        result: dict[str, Any] = self.request("GET", path + ("?sealed=true" if sealed else ""))
         return result
 
     def namespaces(self) -> list[dict[str, Any]]:

@@ -19,7 +19,8 @@ from typing import Any, Literal
 from configd_core.diff import Change, diff_json, unified_diff
 from configd_core.errors import InvalidName
 from configd_core.layout import validate_name
-from configd_core.records import canonical_json, pretty_json, sha256_hex
+from configd_core.records import canonical_json, document_sha256, pretty_json
+from configd_core.secrets import masked_pair
 
 from ._errors import UsageError
 
@@ -124,15 +125,17 @@ class PlanItem:
     def changes(self) -> list[Change]:
         if self.action == "unchanged":
             return []
-        return diff_json(self.remote_document if self.action == "update" else {}, self.local)
+        old, new = masked_pair(self.remote_document if self.action == "update" else {}, self.local)
+        return diff_json(old, new)
 
     @cached_property
     def unified(self) -> str:
         if self.action != "update":
             return ""
+        old, new = masked_pair(self.remote_document, self.local)
         return unified_diff(
-            self.remote_document,
-            self.local,
+            old,
+            new,
             from_label=f"{self.label}@v{self.remote_version}",
             to_label=f"{self.label} (local)",
         )
@@ -159,7 +162,8 @@ class PlanItem:
 
 
 def content_sha(document: Any) -> str:
-    return sha256_hex(canonical_json(document))
+    """What the server's head records: encrypted secrets count by their fingerprints (configd_core.records)."""
+    return document_sha256(document)
 
 
 def needs_document(local: Any, remote: RemoteDocument | None) -> bool:
@@ -172,7 +176,7 @@ def plan_item(kind: Kind, namespace: str, name: str, local: Any, remote: RemoteD
     canonical = canonical_json(local)
     if remote is None:
         return PlanItem(kind, namespace, name, "create", local, size=len(canonical))
-    action: Action = "unchanged" if remote.sha256 == sha256_hex(canonical) else "update"
+    action: Action = "unchanged" if remote.sha256 == document_sha256(local) else "update"
     return PlanItem(kind, namespace, name, action, local, remote.version, remote.document, len(canonical))
 
 

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from configd_core.records import canonical_json, sha256_hex
+from configd_core.records import document_sha256
 
 from ._events import Document
 from ._providers import ConfigSource
@@ -85,7 +85,7 @@ class LastKnownGoodCache:
             if (
                 body.get("format") != CACHE_FORMAT
                 or not isinstance(data, dict)
-                or sha256_hex(canonical_json(data)) != body["sha256"]
+                or document_sha256(data) != body["sha256"]
             ):
                 return None
             return Document(namespace, name, int(body["version"]), str(body["sha256"]), data, "cache")

@@ -13,6 +13,7 @@ from configd_core.errors import ConfigdError, ValidationFailed
 
 from ._dispatch import Dispatcher
 from ._events import Applied, ChangeEvent, Document, merge_events, plan_apply, settings_changes
+from ._secrets import opened_data
 from ._source import SettingsFactory
 
 S = TypeVar("S", bound=BaseSettings)
@@ -161,7 +162,10 @@ class LiveSettings(Generic[S]):
             if key == self._rejected:
                 return False
             try:
-                new = self._factory.build(document.data, document.origin, f"{self.ref} v{document.version}")
+                # Secrets are decrypted here and only here (the document stays encrypted everywhere else); a
+                # missing or wrong key is a SecretUnreadable (a ValidationFailed): the last good settings stay.
+                data = opened_data(document)
+                new = self._factory.build(data, document.origin, f"{self.ref} v{document.version}")
             except ValidationFailed as exc:
                 self._rejected = key
                 self.last_error = exc

@@ -49,6 +49,9 @@ _UNCHANGED: dict[int | str, dict[str, object]] = {
     200: {"model": WriteResult, "description": "identical to the head: nothing written"}
 }
 
+SealedQuery = Annotated[
+    bool, Query(description="secret values as their encrypted envelopes instead of the mask (export/import)")
+]
 PushDoc = Annotated[PushBody, Depends(json_body(PushBody))]
 RollbackDoc = Annotated[RollbackBody, Depends(json_body(RollbackBody))]
 ValidateDoc = Annotated[ValidateBody, Depends(json_body(ValidateBody))]
@@ -119,8 +122,9 @@ def push_config(
 @router.get(
     "/{ns}/{name}", response_model=VersionView, responses=ERROR_RESPONSES, summary="The head version with its data"
 )
-def get_config(ns: Namespace, name: ConfigName, _: Reader, store: Store) -> VersionView:
-    record, data = store.get(ns, name)
+def get_config(ns: Namespace, name: ConfigName, _: Reader, store: Store, sealed: SealedQuery = False) -> VersionView:
+    """Secret values read as a fixed mask; ``sealed=true`` returns them encrypted (what export carries)."""
+    record, data = store.get(ns, name, sealed=sealed)
     return VersionView.with_data(record, data)
 
 
@@ -164,8 +168,10 @@ def list_versions(
 @router.get(
     "/{ns}/{name}/versions/{version}", response_model=VersionView, responses=ERROR_RESPONSES, summary="One version"
 )
-def get_version(ns: Namespace, name: ConfigName, version: int, _: Reader, store: Store) -> VersionView:
-    record, data = store.get(ns, name, version)
+def get_version(
+    ns: Namespace, name: ConfigName, version: int, _: Reader, store: Store, sealed: SealedQuery = False
+) -> VersionView:
+    record, data = store.get(ns, name, version, sealed=sealed)
     return VersionView.with_data(record, data)
 
 

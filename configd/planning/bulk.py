@@ -18,6 +18,7 @@ from configd_core.errors import (
     InvalidName,
     SchemaIncompatible,
     SchemaNotFound,
+    SecretUnreadable,
     ValidationFailed,
     VersionConflict,
 )
@@ -28,11 +29,14 @@ from configd_core.layout import (
     validate_name,
 )
 from configd_core.records import (
+    HeadRecord,
     canonical_json,
     sha256_hex,
 )
+from configd_core.secrets import KeyRing
 
 from ..errors import Forbidden
+from .secrets import opened, plain_values, redacted, schema_of, seal
 from .validation import config_errors
 from .writes import (
     ConfigWrite,
@@ -317,13 +321,16 @@ def plan_group(
     actor: str,
     message: str,
     record_overhead: int = 4096,
+    ring: KeyRing | None = None,
 ) -> GroupPlan:
     """Decide one config's part of an import (pure): the same checks, in the same order, as ``register_schema``
     and ``push``, except that a config is validated against the schema it will have after the import — the one
     in the import when it brings one — and that every problem is collected instead of raised.
 
     ``validators`` holds a compiled validator per schema sha256 (the new schema's and the current one's);
-    ``live_data`` is the current config, needed only when a schema comes without its config.
+    ``live_data`` is the current config, needed only when a schema comes without its config. A config's
+    document may carry encrypted secrets (an export): they are opened with ``ring`` (which checks each belongs to
+    this config and pointer), validated plain, and sealed again (:mod:`configd.planning.secrets`).
     """
     problems: list[ItemProblem] = []
     unchanged: list[ImportOutcome] = []
@@ -369,20 +376,17 @@ def plan_group(
         if validator is None:
             missing = SchemaNotFound(f"no schema is registered for {ns}/{name} and the import brings none")
             problems.append(ItemProblem(c.index, c.item, missing))
-        elif errors := config_errors(validator, c.item.document):
-            failed = ValidationFailed(f"{len(errors)} validation error(s) against schema v{schema_version}", errors)
-            problems.append(ItemProblem(c.index, c.item, failed, "document"))
-        elif head is not None and live and head.sha256 == c.sha:
-            unchanged.append(ImportOutcome(c.index, c.item, "unchanged", live, c.sha))
         else:
-            config_out = config_write(
+            config_out = _config_plan(
+                c,
                 ns,
                 name,
-                c.item.document,
-                c.canonical,
-                c.sha,
-                head=head,
-                schema_version=schema_version,
+                validator,
+                schema_version,
+                ring or KeyRing(),
+                head,
+                problems,
+                unchanged,
                 actor=actor,
                 message=message,
                 record_overhead=record_overhead,
@@ -401,6 +405,56 @@ def plan_group(
     if problems:
         return GroupPlan(group, current, problems=tuple(problems))
     return GroupPlan(group, current, schema_out, config_out, tuple(unchanged))
+
+
+def _config_plan(
+    c: _Checked,
+    ns: str,
+    name: str,
+    validator: Draft202012Validator,
+    schema_version: int,
+    ring: KeyRing,
+    head: HeadRecord | None,
+    problems: list[ItemProblem],
+    unchanged: list[ImportOutcome],
+    *,
+    actor: str,
+    message: str,
+    record_overhead: int,
+) -> ConfigWrite | None:
+    """One imported config: opened, validated plain, sealed; its write, or None (unchanged or a problem)."""
+    schema = schema_of(validator)
+    try:
+        plain = opened(ring, ns, name, c.item.document, schema, lambda: None, c.canonical)
+    except SecretUnreadable as exc:
+        problems.append(ItemProblem(c.index, c.item, exc, "document"))
+        return None
+    if errors := config_errors(validator, plain):
+        shown = redacted(errors, plain_values(schema, plain))
+        failed = ValidationFailed(f"{len(errors)} validation error(s) against schema v{schema_version}", shown)
+        problems.append(ItemProblem(c.index, c.item, failed, "document"))
+        return None
+    try:
+        sealed = seal(ring, ns, name, plain, schema, c.canonical if plain is c.item.document else None)
+    except ConfigdError as exc:
+        problems.append(ItemProblem(c.index, c.item, exc, "document"))
+        return None
+    live = head.version if head is not None and not head.deleted else 0
+    if head is not None and live and head.sha256 == sealed.sha:
+        unchanged.append(ImportOutcome(c.index, c.item, "unchanged", live, sealed.sha))
+        return None
+    return config_write(
+        ns,
+        name,
+        sealed.data,
+        sealed.canonical,
+        sealed.sha,
+        head=head,
+        schema_version=schema_version,
+        actor=actor,
+        message=message,
+        record_overhead=record_overhead,
+    )
 
 
 RACE_DETAIL = "another write moved a head after the import read it; nothing of this config was written"

@@ -15,11 +15,19 @@ from typing import Any, Literal
 
 from configd_core.consul import ConsulGateway, KVEntry, TxnOp, op_get
 from configd_core.diff import Change, diff_json, unified_diff
-from configd_core.errors import NotFound, SchemaNotFound, ValidationFailed, VersionConflict
+from configd_core.errors import (
+    NotFound,
+    SchemaIncompatible,
+    SchemaNotFound,
+    ValidationFailed,
+    VersionConflict,
+)
 from configd_core.layout import CONSUL_TXN_MAX_OPS, KeyLayout, validate_name
-from configd_core.records import HeadRecord, SchemaHeadRecord, SchemaRef, VersionRecord, decode_data, sha256_hex
+from configd_core.records import HeadRecord, SchemaHeadRecord, SchemaRef, VersionRecord, decode_data
+from configd_core.secrets import masked, masked_pair, open_document
 
 from ..planning.bulk import ImportItem, ImportOutcome
+from ..planning.secrets import Sealed, candidate_form, opened, plain_values, redacted, schema_of, seal
 from ..planning.validation import config_errors
 from ..planning.writes import (
     Heads,
@@ -33,6 +41,7 @@ from ..planning.writes import (
 from .audit import AuditLog
 from .heads import KnownHeads
 from .imports import BulkImporter
+from .keys import ServerKeys
 from .schemas import SchemaRegistry, SchemaResult
 
 WriteStatus = Literal["created", "unchanged"]
@@ -104,13 +113,14 @@ class _PushRequest:
 class ConfigStore:
     """Versioned configs: push, history, rollback, diff and delete, all validated against their schema."""
 
-    def __init__(self, gateway: ConsulGateway, layout: KeyLayout | None = None) -> None:
+    def __init__(self, gateway: ConsulGateway, layout: KeyLayout | None = None, keys: ServerKeys | None = None) -> None:
         self._gateway = gateway
         self.layout = layout or KeyLayout()
+        self.keys = keys or ServerKeys(None)
         self.audit = AuditLog(gateway, self.layout)
         self.schemas = SchemaRegistry(gateway, self.layout)
         self._known = KnownHeads()
-        self._importer = BulkImporter(gateway, self.layout, self.schemas, self._known, self.current_data)
+        self._importer = BulkImporter(gateway, self.layout, self.schemas, self._known, self.plain_data, self.keys)
 
     # --- reads -------------------------------------------------------------------------------------
     def _head(self, namespace: str, name: str) -> tuple[HeadRecord, KVEntry] | None:
@@ -145,9 +155,14 @@ class ConfigStore:
         _, entries = self._gateway.list(self.layout.blob_prefix(record.namespace, record.name, record.sha256))
         return [e.value for e in sorted(entries, key=lambda e: e.key)]
 
-    def get(self, namespace: str, name: str, version: int | None = None) -> tuple[VersionRecord, Any]:
+    def get(
+        self, namespace: str, name: str, version: int | None = None, *, sealed: bool = False
+    ) -> tuple[VersionRecord, Any]:
+        """A version and its document as readers see it: each secret value masked, or (``sealed``) as stored,
+        in its encrypted envelope (rollback and export; never the plain value)."""
         record = self.version(namespace, name, version)
-        return record, self.data(record)
+        data = self.data(record)
+        return record, data if sealed else masked(data)
 
     def history(self, namespace: str, name: str, *, limit: int = 50, before: int | None = None) -> HistoryPage:
         """Versions newest first, ``limit`` per page, those below ``before`` (exclusive) when given."""
@@ -206,8 +221,10 @@ class ConfigStore:
         return grouped
 
     def diff(self, namespace: str, name: str, from_version: int, to_version: int) -> VersionDiff:
-        a = self.data(self.version(namespace, name, from_version))
-        b = self.data(self.version(namespace, name, to_version))
+        """Secrets are compared by fingerprint: masked, and "secret changed" where the fingerprints differ."""
+        a, b = masked_pair(
+            self.data(self.version(namespace, name, from_version)), self.data(self.version(namespace, name, to_version))
+        )
         return VersionDiff(
             from_version,
             to_version,
@@ -221,18 +238,35 @@ class ConfigStore:
         )
 
     # --- validation --------------------------------------------------------------------------------
-    def _validated(self, namespace: str, name: str, data: Any, schema_head: SchemaHeadRecord | None) -> bytes:
-        """Check ``data`` against the config's current schema head; returns its canonical bytes."""
+    def _plain(
+        self, namespace: str, name: str, data: Any, schema_head: SchemaHeadRecord | None, head: HeadRecord | None
+    ) -> tuple[Any, dict[str, Any], bytes | None]:
+        """``data`` made plain (envelopes decrypted, masks kept from ``head``) and checked against the config's
+        current schema head; returns the plain document, the schema and the plain document's canonical bytes when
+        it is ``data`` itself. Errors never show a secret value."""
         canonical = checked_config(data)
         if schema_head is None:
             raise SchemaNotFound(f"no schema is registered for {namespace}/{name}; register one before pushing configs")
-        errors = config_errors(self.schemas.validator(schema_head), data)
+        validator = self.schemas.validator(schema_head)
+        schema = schema_of(validator)
+        live = head if head is not None and not head.deleted else None
+        plain = opened(self.keys.ring(), namespace, name, data, schema, lambda: self.current_data(live), canonical)
+        if plain is not data:
+            checked_config(plain)
+        errors = config_errors(validator, plain)
         if errors:
             raise ValidationFailed(
                 f"{namespace}/{name}: {len(errors)} validation error(s) against schema v{schema_head.version}",
-                errors,
+                redacted(errors, plain_values(schema, plain)),
             )
-        return canonical
+        return plain, schema, canonical if plain is data else None
+
+    def _sealed(
+        self, namespace: str, name: str, data: Any, schema_head: SchemaHeadRecord | None, head: HeadRecord | None
+    ) -> Sealed:
+        """The one encryption step of every write: validate the plain document, then seal its secret values."""
+        plain, schema, canonical = self._plain(namespace, name, data, schema_head, head)
+        return seal(self.keys.ring(), namespace, name, plain, schema, canonical)
 
     def _read_heads(self, namespace: str, name: str) -> Heads:
         """The config head and the schema head as Consul has them now, in one round trip when both exist."""
@@ -251,21 +285,24 @@ class ConfigStore:
         validate_name(name, "name")
         current = self._read_heads(namespace, name)
         head = current.head if current.head and not current.head.deleted else None
-        old = self.current_data(head)
+        stored = self.current_data(head)
         try:
-            self._validated(namespace, name, data, current.schema)
+            self._plain(namespace, name, data, current.schema, head)
             errors: list[Any] = []
             assert current.schema is not None
             ref: SchemaRef | None = SchemaRef(namespace=namespace, name=name, version=current.schema.version)
         except ValidationFailed as exc:
             errors, ref = exc.errors, None
-        changes = diff_json(old, data) if old is not None else diff_json({}, data)
+        # Secrets: masked, "secret changed" unless the candidate keeps the head's (never compared by value).
+        schema = schema_of(self.schemas.validator(current.schema)) if current.schema is not None else {}
+        old, new = masked_pair(stored, candidate_form(data, schema, stored))
+        changes = diff_json(old, new) if old is not None else diff_json({}, new)
         return DryRun(
             valid=not errors,
             errors=errors,
             head_version=head.version if head else None,
             changes=changes,
-            unified=unified_diff(old, data, from_label="head", to_label="candidate"),
+            unified=unified_diff(old, new, from_label="head", to_label="candidate"),
             schema_ref=ref,
         )
 
@@ -330,19 +367,18 @@ class ConfigStore:
                 expected=request.expected_version,
                 actual=live_version,
             )
-        canonical = self._validated(namespace, name, data, current.schema)
+        sealed = self._sealed(namespace, name, data, current.schema, head)
         assert current.schema is not None
         schema_head = current.schema
-        sha = sha256_hex(canonical)
-        if head is not None and not head.deleted and head.sha256 == sha:
+        if head is not None and not head.deleted and head.sha256 == sealed.sha:
             return PushResult("unchanged", head)
 
         write = config_write(
             namespace,
             name,
-            data,
-            canonical,
-            sha,
+            sealed.data,
+            sealed.canonical,
+            sealed.sha,
             head=head,
             schema_version=schema_head.version,
             actor=request.actor,
@@ -387,7 +423,7 @@ class ConfigStore:
         The old content is validated against the current schema like any push.
         """
         self.head(namespace, name)
-        record, data = self.get(namespace, name, to_version)
+        record, data = self.get(namespace, name, to_version, sealed=True)  # decrypted and re-sealed by push
         return self.push(
             namespace,
             name,
@@ -417,14 +453,23 @@ class ConfigStore:
     ) -> SchemaResult:
         """Register a schema version; refuses one the current head would fail unless ``force``."""
 
+        plain: list[Any] = []
+
         def current() -> Any | None:
             found = self._head(namespace, name)
-            return self.current_data(found[0] if found else None)
+            plain.append(self.plain_data(found[0] if found else None))
+            return plain[-1]
 
         self._known.forget(namespace, name)
-        return self.schemas.register(
-            namespace, name, schema, actor=actor, message=message, force=force, current_config=current
-        )
+        try:
+            return self.schemas.register(
+                namespace, name, schema, actor=actor, message=message, force=force, current_config=current
+            )
+        except SchemaIncompatible as exc:
+            shown = redacted(
+                exc.errors, plain_values(schema if isinstance(schema, dict) else None, plain[-1] if plain else None)
+            )
+            raise SchemaIncompatible(str(exc), shown) from None
 
     def import_items(self, items: list[ImportItem], *, actor: str, message: str = "") -> list[ImportOutcome]:
         """Write many schemas and configs at once; one outcome per item, in item order (see :class:`BulkImporter`)."""
@@ -437,3 +482,9 @@ class ConfigStore:
         inline = head.inline_data()
         return inline if inline is not None else self.data(self.version(head.namespace, head.name, head.version))
 
+    def plain_data(self, head: HeadRecord | None) -> Any | None:
+        """The document a live head points to, its secrets decrypted (only to validate it against a schema)."""
+        stored = self.current_data(head)
+        if stored is None or head is None:
+            return stored
+        return open_document(self.keys.ring(), head.namespace, head.name, stored)

@@ -33,6 +33,7 @@ from ..planning.bulk import (
 from ..planning.validation import compile_schema
 from ..planning.writes import Heads, checked_author, checked_message
 from .heads import KnownHeads
+from .keys import ServerKeys
 from .schemas import SchemaRegistry
 
 
@@ -44,7 +45,8 @@ class BulkImporter:
         layout: the key layout.
         schemas: the schema registry (its validator cache is shared with pushes).
         known: the heads this process remembers; an import forgets those it touched.
-        current_data: the document a live head points to (inline in the head, or read from its version).
+        current_data: the document a live head points to, its secrets decrypted (to check it against a schema).
+        keys: the server's namespace keys (an imported config's secrets are opened and sealed again).
     """
 
     def __init__(
@@ -54,12 +56,14 @@ class BulkImporter:
         schemas: SchemaRegistry,
         known: KnownHeads,
         current_data: Callable[[HeadRecord | None], Any | None],
+        keys: ServerKeys,
     ) -> None:
         self._gateway = gateway
         self._layout = layout
         self._schemas = schemas
         self._known = known
         self._current_data = current_data
+        self._keys = keys
 
     def import_items(self, items: list[ImportItem], *, actor: str, message: str = "") -> list[ImportOutcome]:
         """Write many schemas and configs at once; one outcome per item, in item order.
@@ -80,18 +84,26 @@ class BulkImporter:
         current = self._import_heads([(g.namespace, g.name) for g in groups])
         validators = self._import_validators(groups, current)
         unchanged: list[ImportOutcome] = []
+        ring = self._keys.ring()
         writes: list[tuple[GroupPlan, list[TxnOp], int]] = []
         for group in groups:
             heads = current[(group.namespace, group.name)]
             live_data = self._current_data(heads.head) if self._needs_live_data(group, heads) else None
-            plan = plan_group(group, heads, validators, live_data, actor=actor, message=message)
+            plan = plan_group(group, heads, validators, live_data, actor=actor, message=message, ring=ring)
             ops = plan.ops(self._layout)
             size = json_size(ops)
             if size > CONSUL_TXN_MAX_BYTES and plan.schema is not None and plan.config is not None:
                 # Too large for one transaction with its schema: the data moves to blob chunks (written first),
                 # so the pair still commits atomically.
                 plan = plan_group(
-                    group, heads, validators, live_data, actor=actor, message=message, record_overhead=MAX_RECORD_BYTES
+                    group,
+                    heads,
+                    validators,
+                    live_data,
+                    actor=actor,
+                    message=message,
+                    record_overhead=MAX_RECORD_BYTES,
+                    ring=ring,
                 )
                 ops = plan.ops(self._layout)
                 size = json_size(ops)

@@ -25,6 +25,7 @@ from configd_core.diff import diff_json
 from configd_core.errors import ConfigdError, NotFound, ValidationFailed, VersionConflict
 from configd_core.layout import MAX_MESSAGE_CHARS, validate_name
 from configd_core.records import AuditRecord
+from configd_core.secrets import masked_pair
 
 from ..api.clients import client_view
 from ..api.deps import ServerState, WriteAttempt, get_state
@@ -358,8 +359,9 @@ def diff_page(request: Request, ns: str, name: str) -> Response:
         head = store.head(ns, name)
         to_version = _query_int(request, "to") or head.version
         from_version = _query_int(request, "from") or max(1, to_version - 1)
-        old_record, old = store.get(ns, name, from_version)
-        new_record, new = store.get(ns, name, to_version)
+        old_record, old = store.get(ns, name, from_version, sealed=True)
+        new_record, new = store.get(ns, name, to_version, sealed=True)
+        old, new = masked_pair(old, new)  # secrets: masked, "secret changed" decided by fingerprint
         old_text, old_cut = pretty_for_display(old)
         new_text, new_cut = pretty_for_display(new)
         versions = store.history(ns, name, limit=PICKER_VERSIONS).versions

@@ -8,7 +8,8 @@
     ├── InvalidName             a namespace or name is not a valid identifier
     ├── InvalidConfig           the body is not storable JSON (NaN, non-string keys, too deep, …)
     ├── ValidationFailed        the data fails its JSON Schema (or a settings model); `.errors` has every path
-    │   └── SchemaIncompatible  a new schema version that the current head would fail
+    │   ├── SchemaIncompatible  a new schema version that the current head would fail
+    │   └── SecretUnreadable    a secret value cannot be encrypted or decrypted (no key, wrong key, tampered)
     ├── VersionConflict         the head moved (CAS lost) or `expected_version` did not match
     └── ConfigTooLarge          the canonical JSON exceeds the size limit; names both numbers
 
@@ -94,6 +95,11 @@ class ValidationFailed(ConfigdError):
 
 class SchemaIncompatible(ValidationFailed):
     """The current head would fail the new schema version (register it with force to override)."""
+
+
+class SecretUnreadable(ValidationFailed):
+    """A secret value cannot be decrypted (missing or wrong key, tampered or moved ciphertext) or encrypted (the
+    namespace has no key). The message names the key id and the namespace, never the value."""
 
 
 class VersionConflict(ConfigdError):

@@ -69,6 +69,33 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: The key of a secret value's envelope (configd_core.secrets has the format).
+ENVELOPE_KEY = "$configd-secret"
+ENVELOPE_MARKER = b'"$configd-secret"'
+
+
+def fingerprint_form(document: Any) -> Any:
+    """``document`` with every secret envelope reduced to its key id and fingerprint (``configd_core.secrets``)."""
+    if isinstance(document, dict):
+        body = document.get(ENVELOPE_KEY)
+        if len(document) == 1 and body is not None:
+            body = body if isinstance(body, dict) else {}
+            return {ENVELOPE_KEY: {"kid": body.get("kid"), "fp": body.get("fp")}}
+        return {k: fingerprint_form(v) for k, v in document.items()}
+    if isinstance(document, list):
+        return [fingerprint_form(v) for v in document]
+    return document
+
+
+def document_sha256(document: Any) -> str:
+    """The sha256 a version records: of its canonical JSON, with secret envelopes in their fingerprint form (so a
+    re-encrypted secret is the same content; a document without secrets hashes as its canonical JSON)."""
+    canonical = canonical_json(document)
+    if ENVELOPE_MARKER not in canonical:
+        return sha256_hex(canonical)
+    return sha256_hex(canonical_json(fingerprint_form(document)))
+
+
 def pretty_json(value: Any) -> str:
     """The canonical pretty-printed form that unified diffs are computed over."""
     return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
@@ -122,7 +149,7 @@ class HeadRecord(_Record):
         """The document carried in this head, checked against its sha256 (None when not carried)."""
         if self.data is None or self.deleted:
             return None
-        if sha256_hex(canonical_json(self.data)) != self.sha256:
+        if document_sha256(self.data) != self.sha256:
             raise ConfigdError(f"{self.namespace}/{self.name} v{self.version}: head data does not match its sha256")
         return self.data
 
@@ -265,6 +292,6 @@ def decode_data(record: VersionRecord, fetch_chunks: Callable[[VersionRecord], l
                 )
             packed = b"".join(parts)
         data = json.loads(gzip.decompress(packed))
-    if sha256_hex(canonical_json(data)) != record.sha256:
+    if document_sha256(data) != record.sha256:
         raise ConfigdError(f"{record.namespace}/{record.name} v{record.version}: data does not match its sha256")
     return data

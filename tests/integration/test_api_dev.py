@@ -96,7 +96,10 @@ def test_dev_serves_examples_and_stops_cleanly_on_sigint(dev: DevProcess) -> Non
     with httpx.Client(base_url=dev.base_url, headers=ADMIN) as http:
         assert http.get("/healthz").status_code == 200
         namespaces = {n["namespace"]: n["configs"] for n in http.get("/api/v1/configs").json()["namespaces"]}
-        assert namespaces == {"payments": 1, "search": 1, "web": 1}
+        assert namespaces == {"payments": 2, "search": 1, "web": 1}
+        # the example with a secret field: encrypted with the dev key ring, masked for every reader
+        database = http.get("/api/v1/configs/payments/database").json()["data"]
+        assert database["db_password"] == "••••••" and "CONFIGD_KEYS_FILE=" in banner
         service = http.get("/api/v1/configs/payments/service").json()
         assert service["version"] == 2 and service["data"]["timeout_ms"] == 1500
         diff = http.get("/api/v1/configs/payments/service/diff", params={"from": 1, "to": 2}).json()

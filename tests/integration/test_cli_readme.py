@@ -82,5 +82,6 @@ def test_readme_cli_examples_run_verbatim(dev_server: str) -> None:
     assert "exit code 1" in result.stdout
     assert "validation failed" in result.stderr and "/timeout_ms" in result.stderr and "/currency" in result.stderr
     assert "examples/configs/payments/service.json: valid against" in result.stdout
+    assert '"db_password": "••••••"' in result.stdout  # configctl get payments/database: the secret is masked
     assert "payments/service: schema created v2" in result.stdout
-    assert "plan: 0 to create, 0 to update, 6 unchanged" in result.stdout
+    assert "plan: 0 to create, 0 to update, 8 unchanged" in result.stdout
