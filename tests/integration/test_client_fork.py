@@ -30,7 +30,7 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from configd.devagent import free_ports
-from configd.store import ConfigStore
+from configd.services.configs import ConfigStore
 from configd_client import AsyncConfigClient, AsyncLiveSettings, ChangeEvent, ConfigClient, LiveSettings
 from configd_core.consul import ConsulGateway
 from configd_core.layout import KeyLayout
