@@ -61,9 +61,16 @@ def _serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     if settings.workers == 1:
-        uvicorn.run(
-            create_app(settings, tokens=tokens), host=settings.host, port=settings.port, log_level=args.log_level
+        from .serving import GracefulServer
+
+        config = uvicorn.Config(
+            create_app(settings, tokens=tokens),
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=settings.shutdown_grace,
         )
+        GracefulServer(config, grace=settings.shutdown_grace).run()
         return 0
     # Several processes: each builds its app from the environment (the same settings), and the Prometheus
     # counters of all of them are summed through prometheus_client's multiprocess directory.
@@ -77,6 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=args.log_level,
+            timeout_graceful_shutdown=settings.shutdown_grace,
         )
     return 0
 

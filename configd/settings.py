@@ -18,8 +18,8 @@ class ServerSettings(BaseSettings):
     """Where configd finds Consul and its tokens, and where it listens.
 
     Environment: ``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN``, ``CONFIGD_TOKENS_FILE``, ``CONFIGD_PREFIX``,
-    ``CONFIGD_HOST``, ``CONFIGD_PORT``, ``CONFIGD_WORKERS``. Keyword arguments (the command-line flags) win over
-    the environment.
+    ``CONFIGD_HOST``, ``CONFIGD_PORT``, ``CONFIGD_WORKERS``, ``CONFIGD_SHUTDOWN_GRACE``. Keyword arguments (the
+    command-line flags) win over the environment.
     """
 
     model_config = SettingsConfigDict(env_prefix="CONFIGD_", extra="ignore", populate_by_name=True, frozen=True)
@@ -41,6 +41,9 @@ class ServerSettings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, le=64, description="server processes sharing the port (the store is stateless, CAS-guarded)"
     )
+    shutdown_grace: int = Field(
+        default=10, ge=1, le=600, description="seconds after SIGTERM before in-flight requests are abandoned"
+    )
 
     def consul_token_value(self) -> str | None:
         return self.consul_token.get_secret_value() if self.consul_token is not None else None
@@ -53,6 +56,7 @@ class ServerSettings(BaseSettings):
             "CONFIGD_HOST": self.host,
             "CONFIGD_PORT": str(self.port),
             "CONFIGD_WORKERS": str(self.workers),
+            "CONFIGD_SHUTDOWN_GRACE": str(self.shutdown_grace),
         }
         if self.tokens_file is not None:
             found["CONFIGD_TOKENS_FILE"] = str(self.tokens_file)
