@@ -26,6 +26,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="server processes sharing the port (env CONFIGD_WORKERS, default 1)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
+    tokens = commands.add_parser("tokens", help="add, list or remove API tokens (the file keeps only their sha256)")
+    tokens.add_argument("--tokens-file", dest="tokens_file", help="bearer tokens JSON (env CONFIGD_TOKENS_FILE)")
+    tokens.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    tokens_commands = tokens.add_subparsers(dest="tokens_command", required=True)
+    add = tokens_commands.add_parser("add", help="add a token and print it once")
+    add.add_argument("name", help="the token's name: the audit log's author")
+    add.add_argument("--role", required=True, choices=["reader", "editor", "admin"])
+    add.add_argument(
+        "--namespaces", required=True, action="append", help="namespace globs, comma-separated or repeated (team-*)"
+    )
+    add.add_argument("--expires", help="90d, 12h, 30m from now, or an ISO 8601 date-time (default: never)")
+    remove = tokens_commands.add_parser("remove", help="remove a token by name")
+    remove.add_argument("name")
+    tokens_commands.add_parser("list", help="names, roles, namespaces and expiries (never a secret)")
+
     dev = commands.add_parser("dev", help="throwaway Consul dev agent + server on 127.0.0.1:8080 + example data")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8080)
@@ -42,8 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .auth import TokenBook
     from .settings import ServerSettings
+    from .tokens import TokenFile
 
     overrides: dict[str, Any] = {
         key: getattr(args, key)
@@ -54,7 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.tokens_file is None:
         print("configd serve: no tokens file (--tokens-file or CONFIGD_TOKENS_FILE); every API call would be 401")
         return 2
-    tokens = TokenBook.from_file(settings.tokens_file)  # a broken file stops the start, before any worker runs
+    tokens = TokenFile(settings.tokens_file)  # a broken file stops the start, before any worker runs
     print(
         f"configd serving on http://{settings.host}:{settings.port} (Consul {settings.consul_addr}, "
         f"prefix {settings.prefix!r}, {len(tokens)} tokens, {settings.workers} worker(s))",
@@ -95,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "tokens":
+            from .tokens import run_tokens_command
+
+            return run_tokens_command(args)
         from .dev import run_dev
 
         return run_dev(host=args.host, port=args.port, examples=args.examples, log_level=args.log_level)

@@ -31,12 +31,13 @@ from .api import ROUTERS
 from .api.deps import ServerState, current_attempt, get_state
 from .api.errors import classify, error_body, error_detail, record_rejection
 from .auth import TokenBook
-from .errors import Unauthenticated
+from .errors import RequestTooLarge, Unauthenticated
 from .metrics import ServerMetrics
 from .services.clients import ClientDirectory
 from .services.configs import ConfigStore
 from .services.health import consul_health
 from .settings import ServerSettings
+from .tokens import TokenFile
 from .ui import router as ui_router
 
 log = logging.getLogger("configd")
@@ -62,6 +63,8 @@ async def _configd_error(request: Request, exc: Exception) -> JSONResponse:
         extra = {"expected": exc.expected, "actual": exc.actual}
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RequestTooLarge):
+        headers["Connection"] = "close"  # the rest of the body was drained or never sent (api/deps.py DRAIN_BYTES)
     await _reject(request, code, reason, detail)
     return JSONResponse(error_body(detail, error, errors, **extra), status_code=code, headers=headers)
 
@@ -107,12 +110,13 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(detail, ConfigdError.__name__), status_code=500)
 
 
-def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> FastAPI:
-    """A configd application for ``settings``; ``tokens`` defaults to the settings' tokens file (or none)."""
+def create_app(settings: ServerSettings, *, tokens: TokenBook | TokenFile | None = None) -> FastAPI:
+    """A configd application for ``settings``; ``tokens`` defaults to the settings' tokens file, reloaded when it
+    changes (or none)."""
     book = (
         tokens
         if tokens is not None
-        else TokenBook.from_file(settings.tokens_file)
+        else TokenFile(settings.tokens_file)
         if settings.tokens_file
         else TokenBook()
     )

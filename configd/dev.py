@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .auth import token_digest
 from .devagent import PROJECT_ROOT, ConsulAgent
 from .services.configs import ConfigStore
 
@@ -82,7 +83,10 @@ def run_dev(*, host: str, port: int, examples: str | None, log_level: str) -> in
         print("configd dev: starting a throwaway Consul dev agent …", flush=True)
         agent.start(timeout=60)
         tokens_file = workdir / "tokens.json"
-        tokens_file.write_text(json.dumps({"tokens": list(DEV_TOKENS)}, indent=2))
+        hashed = [
+            {**{k: v for k, v in t.items() if k != "token"}, "sha256": token_digest(t["token"])} for t in DEV_TOKENS
+        ]
+        tokens_file.write_text(json.dumps({"tokens": hashed}, indent=2))
         settings = ServerSettings(
             consul_addr=agent.http_addr,
             consul_token=None,
