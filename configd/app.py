@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,7 +37,9 @@ from .errors import RequestTooLarge, Unauthenticated
 from .metrics import ServerMetrics
 from .services.clients import ClientDirectory
 from .services.configs import ConfigStore
+from .services.election import ElectedDriver, LeaderElection
 from .services.health import consul_health
+from .services.retention import KVUsage, Operations, Retention, UsageCollector
 from .settings import ServerSettings
 from .tokens import TokenFile
 from .ui import router as ui_router
@@ -125,12 +129,17 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | TokenFile | None
     gateway.on_call = metrics.observe_consul_call
     layout = KeyLayout(settings.prefix)
     store = ConfigStore(gateway, layout)
+    operations, driver = _maintenance(settings, gateway, layout, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if driver is not None:
+            driver.start()
         try:
             yield
         finally:
+            if driver is not None:
+                await run_in_threadpool(driver.stop)
             gateway.close()
 
     app = FastAPI(
@@ -149,6 +158,7 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | TokenFile | None
         health=functools.partial(consul_health, gateway),
         tokens=book,
         metrics=metrics,
+        operations=operations,
     )
     app.add_exception_handler(ConfigdError, _configd_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
@@ -159,6 +169,28 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | TokenFile | None
     app.include_router(ui_router)
     _document_names(app)
     return app
+
+
+def _maintenance(
+    settings: ServerSettings, gateway: ConsulGateway, layout: KeyLayout, metrics: ServerMetrics
+) -> tuple[Operations, ElectedDriver | None]:
+    """Retention and usage, and (unless disabled) the elected driver that runs them on one replica."""
+    operations = Operations(Retention(gateway, layout), KVUsage(gateway, layout))
+    driver: ElectedDriver | None = None
+    if settings.maintenance:
+        election = LeaderElection(
+            gateway,
+            layout.lock("maintenance"),
+            holder=f"{socket.gethostname()}:{os.getpid()}:{settings.port}",
+            ttl_seconds=settings.election_ttl,
+            lock_delay_seconds=settings.lock_delay,
+        )
+        driver = ElectedDriver(election)
+        driver.register("retention", operations.retention.run, settings.retention_interval)
+        driver.register("usage", operations.usage.publish, settings.usage_interval)
+        operations.leading = lambda: driver.leading if driver is not None else False
+    metrics.extra.register(UsageCollector(operations.usage, lambda: operations.leading()))
+    return operations, driver
 
 
 def app_from_environment() -> FastAPI:

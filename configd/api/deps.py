@@ -30,6 +30,7 @@ from ..metrics import ServerMetrics
 from ..services.clients import ClientDirectory
 from ..services.configs import ConfigStore
 from ..services.health import ConsulHealth
+from ..services.retention import Operations
 from ..settings import ServerSettings
 from ..tokens import TokenFile
 
@@ -53,6 +54,7 @@ class ServerState:
     health: Callable[[], ConsulHealth]
     tokens: TokenBook | TokenFile
     metrics: ServerMetrics
+    operations: Operations | None = None
 
 
 @dataclass(frozen=True)
