@@ -80,7 +80,7 @@ def test_versions_beyond_k_and_older_than_n_go_and_the_rest_reads_back(
 def test_audit_by_count_and_age_in_small_batches_while_pushes_run(gateway: ConsulGateway, layout: KeyLayout) -> None:
     store = _store(gateway, layout, "busy", "svc", 1)
     log = AuditLog(gateway, layout)
-    for i in range(150):  # rejections: audit entries only
+    for _ in range(150):  # rejections: audit entries only
         log.append(new_entry(actor="x", action="push", namespace="busy", name="svc", result="rejected", status=422))
     retention = Retention(gateway, layout, pause_seconds=0.01)
     retention.set_policy("busy", RetentionPolicy(audit_max_entries=20))
