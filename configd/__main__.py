@@ -41,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("name")
     tokens_commands.add_parser("list", help="names, roles, namespaces and expiries (never a secret)")
 
+    for verb, text in (
+        ("export-all", "write every schema, version and audit entry under the prefix to DIR"),
+        ("import-all", "create an export's keys under an empty prefix (all or nothing)"),
+    ):
+        backup = commands.add_parser(verb, help=text)
+        backup.add_argument("directory", metavar="DIR")
+        backup.add_argument("--consul", dest="consul_addr", help="Consul HTTP address (env CONSUL_HTTP_ADDR)")
+        backup.add_argument("--prefix", help="Consul key prefix (env CONFIGD_PREFIX, default configd)")
+        backup.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
     dev = commands.add_parser("dev", help="throwaway Consul dev agent + server on 127.0.0.1:8080 + example data")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8080)
@@ -110,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command in ("export-all", "import-all"):
+            from .backup import run_backup_command
+
+            return run_backup_command(args)
         if args.command == "tokens":
             from .tokens import run_tokens_command
 
