@@ -170,7 +170,7 @@ class ElectedDriver:
         self._thread = threading.Thread(target=self._loop, name=f"configd-elected-{self.election.key}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -195,6 +195,8 @@ class ElectedDriver:
             if leading:
                 self._run_due()
                 self._stop.wait(self.tick_seconds)
+        # A round that was still running when stop() resigned may have made a new session: release it too.
+        self.election.resign()
 
     def _run_due(self) -> None:
         now = time.monotonic()
