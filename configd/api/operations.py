@@ -17,7 +17,7 @@ from .errors import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/v1", tags=["operations"])
 
-RetentionAdmin = Annotated[Principal, Depends(Authorize("admin"))]
+RetentionAdmin = Annotated[Principal, Depends(Authorize("admin", action="retention"))]
 PolicyBody = Annotated[RetentionPolicy, Depends(json_body(RetentionPolicy))]
 
 
@@ -44,14 +44,14 @@ def get_retention(ns: str, _: Reader, state: State) -> dict[str, Any]:
     summary="Set the namespace's retention policy (applied by the elected replica)",
     openapi_extra=body_openapi(RetentionPolicy),
 )
-def put_retention(ns: str, _: RetentionAdmin, policy: PolicyBody, state: State) -> dict[str, Any]:
-    _operations(state).retention.set_policy(ns, policy)
+def put_retention(ns: str, principal: RetentionAdmin, policy: PolicyBody, state: State) -> dict[str, Any]:
+    _operations(state).retention.set_policy(ns, policy, actor=principal.name)
     return {"namespace": ns, "policy": policy.model_dump(exclude_none=True)}
 
 
 @router.delete("/retention/{ns}", responses=ERROR_RESPONSES, summary="Remove the policy: keep everything")
-def delete_retention(ns: str, _: RetentionAdmin, state: State) -> dict[str, Any]:
-    _operations(state).retention.clear_policy(ns)
+def delete_retention(ns: str, principal: RetentionAdmin, state: State) -> dict[str, Any]:
+    _operations(state).retention.clear_policy(ns, actor=principal.name)
     return {"namespace": ns, "policy": {}}
 
 

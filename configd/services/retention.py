@@ -24,11 +24,12 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from configd_core.consul import ConsulGateway, op_check_index, op_delete, op_get
+from configd_core.consul import ConsulGateway, op_check_index, op_delete, op_get, op_set
 from configd_core.errors import ConfigdError, VersionConflict
 from configd_core.layout import CONSUL_TXN_MAX_OPS, KeyLayout, validate_name
 from configd_core.records import HeadRecord, VersionRecord
 
+from ..planning.audit import audit_op, new_entry
 from ..planning.retention import RetentionPolicy, batches, expired_audit, old_enough, version_candidates
 
 log = logging.getLogger("configd.retention")
@@ -61,13 +62,28 @@ class Retention:
         entry = self._gateway.get(self.layout.retention(namespace))
         return RetentionPolicy.model_validate_json(entry.value) if entry is not None else None
 
-    def set_policy(self, namespace: str, policy: RetentionPolicy) -> None:
+    def set_policy(self, namespace: str, policy: RetentionPolicy, *, actor: str = "configd") -> None:
+        """Store the policy and its audit entry in one transaction."""
         validate_name(namespace, "namespace")
-        self._gateway.put(self.layout.retention(namespace), policy.model_dump_json(exclude_none=True).encode())
+        text = policy.model_dump_json(exclude_none=True)
+        entry = new_entry(
+            actor=actor,
+            action="retention.set",
+            namespace=namespace,
+            name=None,
+            result="created",
+            status=200,
+            detail=text,
+        )
+        self._gateway.txn([op_set(self.layout.retention(namespace), text.encode()), audit_op(self.layout, entry)])
 
-    def clear_policy(self, namespace: str) -> None:
+    def clear_policy(self, namespace: str, *, actor: str = "configd") -> None:
+        """Remove the policy (keep everything) and audit it, in one transaction."""
         validate_name(namespace, "namespace")
-        self._gateway.delete(self.layout.retention(namespace))
+        entry = new_entry(
+            actor=actor, action="retention.clear", namespace=namespace, name=None, result="deleted", status=200
+        )
+        self._gateway.txn([op_delete(self.layout.retention(namespace)), audit_op(self.layout, entry)])
 
     def policies(self) -> dict[str, RetentionPolicy]:
         _, entries = self._gateway.list(self.layout.retention_root)
