@@ -32,6 +32,9 @@ from configd_core.records import canonical_json, sha256_hex
 from tests.conftest import ServerProcess, start_server
 from tests.reliability.support import wait_until
 
+# Generous: the 2-core test machine is shared, and a server start there has taken over 30 s.
+START_TIMEOUT = 120.0
+
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(240)]
 
 
@@ -89,7 +92,7 @@ def test_snapshot_save_while_pushing_then_restore_into_a_new_cluster(tmp_path: P
     old = ConsulAgent.dev(name="dr-old")
     old.start(timeout=60)
     new: ConsulAgent | None = None
-    server = start_server(old.http_addr, tmp_path / "server")
+    server = start_server(old.http_addr, tmp_path / "server", timeout=START_TIMEOUT)
     app: ConfigClient | None = None
     try:
         _setup(server)
@@ -153,7 +156,7 @@ def _configd(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_export_all_while_pushing_then_import_all_into_an_empty_consul(consul_addr: str, tmp_path: Path) -> None:
-    server = start_server(consul_addr, tmp_path / "server")
+    server = start_server(consul_addr, tmp_path / "server", timeout=START_TIMEOUT)
     target = ConsulAgent.dev(name="dr-import")
     target.start(timeout=60)
     try:
@@ -190,7 +193,7 @@ def test_export_all_while_pushing_then_import_all_into_an_empty_consul(consul_ad
             assert gateway.keys("elsewhere/") == []
 
         # A configd on the new Consul serves the same history.
-        restored = start_server(target.http_addr, tmp_path / "restored", prefix=server.prefix)
+        restored = start_server(target.http_addr, tmp_path / "restored", prefix=server.prefix, timeout=START_TIMEOUT)
         try:
             with server.client("reader") as old_http, restored.client("reader") as new_http:
                 old_page = old_http.get("/api/v1/configs/app/limits/versions").json()

@@ -25,6 +25,9 @@ from configd_core.layout import KeyLayout
 from configd_core.records import canonical_json, sha256_hex
 from tests.conftest import ServerProcess, start_server
 
+# Generous: the 2-core test machine is shared, and a server start there has taken over 30 s.
+START_TIMEOUT = 120.0
+
 pytestmark = [pytest.mark.reliability]
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}, "pad": {"type": "string"}}}
@@ -65,8 +68,8 @@ def _reject(server: ServerProcess, namespace: str, count: int) -> None:
 def test_sigkill_of_the_elected_replica_hands_the_duty_over(
     consul_addr: str, gateway: ConsulGateway, tmp_path: Path
 ) -> None:
-    first = start_server(consul_addr, tmp_path / "a", env=FAST)
-    second = start_server(consul_addr, tmp_path / "b", prefix=first.prefix, env=FAST)
+    first = start_server(consul_addr, tmp_path / "a", env=FAST, timeout=START_TIMEOUT)
+    second = start_server(consul_addr, tmp_path / "b", prefix=first.prefix, env=FAST, timeout=START_TIMEOUT)
     servers = [first, second]
     try:
         holder = _until(lambda: _holder(gateway, first.layout), 30, "a replica to take the lock")
@@ -111,7 +114,10 @@ def test_sigkill_of_the_elected_replica_hands_the_duty_over(
 def soak(consul_addr: str, gateway: ConsulGateway, tmp_path: Path, pushes: int, configs: int = 5) -> dict[str, Any]:
     """``pushes`` writes (one in four a rejected one) over ``configs`` configs, then retention; returns numbers."""
     server = start_server(
-        consul_addr, tmp_path / "soak", env={**FAST, "CONFIGD_RETENTION_INTERVAL": "2", "CONFIGD_USAGE_INTERVAL": "5"}
+        consul_addr,
+        tmp_path / "soak",
+        env={**FAST, "CONFIGD_RETENTION_INTERVAL": "2", "CONFIGD_USAGE_INTERVAL": "5"},
+        timeout=START_TIMEOUT,
     )
     keep_versions, keep_audit = 20, 200
     acknowledged: dict[tuple[str, int], str] = {}
