@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--expires", help="90d, 12h, 30m from now, or an ISO 8601 date-time (default: never)")
     remove = tokens_commands.add_parser("remove", help="remove a token by name")
     remove.add_argument("name")
-    tokens_commands.add_parser("list", help="names, roles, namespaces and expiries (never a secret)")
+    listing = tokens_commands.add_parser("list", help="names, roles, namespaces and expiries (never a secret)")
+    for sub in (add, remove, listing):  # also after the subcommand: `configd tokens add NAME … --tokens-file F`
+        sub.add_argument("--tokens-file", dest="tokens_file", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     for verb, text in (
         ("export-all", "write every schema, version and audit entry under the prefix to DIR"),
