@@ -240,6 +240,9 @@ class KVUsage:
         usage = self.count()
         if not holding():
             return
+        stored = self.published()
+        if stored is not None and stored.get("namespaces") == usage:
+            return  # unchanged: no Raft write
         record = {"computed_at": datetime.now(UTC).isoformat(), "namespaces": usage}
         self._gateway.put(self.layout.usage, json.dumps(record, sort_keys=True).encode())
 
