@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--consul", dest="consul_addr", help="Consul HTTP address for --rewrap (env CONSUL_HTTP_ADDR)")
     rotate.add_argument("--prefix", help="Consul key prefix for --rewrap (env CONFIGD_PREFIX)")
-    listing = verbs.add_parser("list", help="every key id, its namespace and date (never the key itself)")
+    key_list = verbs.add_parser("list", help="every key id, its namespace and date (never the key itself)")
     export = verbs.add_parser("export", help="an application's key file: only the namespaces it reads")
     export.add_argument("namespaces", nargs="+", metavar="NAMESPACE")
     export.add_argument("--out", required=True, help="where to write the application's key file")
@@ -51,8 +51,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     reencrypt.add_argument("directory", help="the tree: <ns>/<name>.json files, rewritten in place")
     reencrypt.add_argument("--to-keys", required=True, help="the target environment's key file")
-    for verb in (create, rotate, listing, export, reencrypt):
-        verb.add_argument("--keys-file", dest="keys_file", help=file_help)
+    for key_verb in (create, rotate, key_list, export, reencrypt):
+        key_verb.add_argument("--keys-file", dest="keys_file", help=file_help)
+
+    tokens = commands.add_parser("tokens", help="add, list or remove API tokens (the file keeps only their sha256)")
+    tokens.add_argument("--tokens-file", dest="tokens_file", help="bearer tokens JSON (env CONFIGD_TOKENS_FILE)")
+    tokens.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    tokens_commands = tokens.add_subparsers(dest="tokens_command", required=True)
+    add = tokens_commands.add_parser("add", help="add a token and print it once")
+    add.add_argument("name", help="the token's name: the audit log's author")
+    add.add_argument("--role", required=True, choices=["reader", "editor", "admin"])
+    add.add_argument(
+        "--namespaces", required=True, action="append", help="namespace globs, comma-separated or repeated (team-*)"
+    )
+    add.add_argument("--expires", help="90d, 12h, 30m from now, or an ISO 8601 date-time (default: never)")
+    remove = tokens_commands.add_parser("remove", help="remove a token by name")
+    remove.add_argument("name")
+    listing = tokens_commands.add_parser("list", help="names, roles, namespaces and expiries (never a secret)")
+    for sub in (add, remove, listing):  # also after the subcommand: `configd tokens add NAME … --tokens-file F`
+        sub.add_argument("--tokens-file", dest="tokens_file", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    for verb, text in (
+        ("export-all", "write every schema, version and audit entry under the prefix to DIR"),
+        ("import-all", "create an export's keys under an empty prefix (all or nothing)"),
+    ):
+        backup = commands.add_parser(verb, help=text)
+        backup.add_argument("directory", metavar="DIR")
+        backup.add_argument("--consul", dest="consul_addr", help="Consul HTTP address (env CONSUL_HTTP_ADDR)")
+        backup.add_argument("--prefix", help="Consul key prefix (env CONFIGD_PREFIX, default configd)")
+        backup.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
     dev = commands.add_parser("dev", help="throwaway Consul dev agent + server on 127.0.0.1:8080 + example data")
     dev.add_argument("--host", default="127.0.0.1")
@@ -70,8 +97,8 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .auth import TokenBook
     from .settings import ServerSettings
+    from .tokens import TokenFile
 
     overrides: dict[str, Any] = {
         key: getattr(args, key)
@@ -82,16 +109,23 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.tokens_file is None:
         print("configd serve: no tokens file (--tokens-file or CONFIGD_TOKENS_FILE); every API call would be 401")
         return 2
-    tokens = TokenBook.from_file(settings.tokens_file)  # a broken file stops the start, before any worker runs
+    tokens = TokenFile(settings.tokens_file)  # a broken file stops the start, before any worker runs
     print(
         f"configd serving on http://{settings.host}:{settings.port} (Consul {settings.consul_addr}, "
         f"prefix {settings.prefix!r}, {len(tokens)} tokens, {settings.workers} worker(s))",
         flush=True,
     )
     if settings.workers == 1:
-        uvicorn.run(
-            create_app(settings, tokens=tokens), host=settings.host, port=settings.port, log_level=args.log_level
+        from .serving import GracefulServer
+
+        config = uvicorn.Config(
+            create_app(settings, tokens=tokens),
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=settings.shutdown_grace,
         )
+        GracefulServer(config, grace=settings.shutdown_grace).run()
         return 0
     # Several processes: each builds its app from the environment (the same settings), and the Prometheus
     # counters of all of them are summed through prometheus_client's multiprocess directory.
@@ -105,6 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=args.log_level,
+            timeout_graceful_shutdown=settings.shutdown_grace,
         )
     return 0
 
@@ -117,6 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command in ("export-all", "import-all"):
+            from .backup import run_backup_command
+
+            return run_backup_command(args)
+        if args.command == "tokens":
+            from .tokens import run_tokens_command
+
+            return run_tokens_command(args)
         if args.command == "keys":
             from ._keys_cli import run_keys
 

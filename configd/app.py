@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,13 +33,16 @@ from .api import ROUTERS
 from .api.deps import ServerState, current_attempt, get_state
 from .api.errors import classify, error_body, error_detail, record_rejection
 from .auth import TokenBook
-from .errors import Unauthenticated
+from .errors import RequestTooLarge, Unauthenticated
 from .metrics import ServerMetrics
 from .services.clients import ClientDirectory
 from .services.configs import ConfigStore
+from .services.election import ElectedDriver, LeaderElection
 from .services.health import consul_health
 from .services.keys import ServerKeys
+from .services.retention import KVUsage, Operations, Retention, UsageCollector
 from .settings import ServerSettings
+from .tokens import TokenFile
 from .ui import router as ui_router
 
 log = logging.getLogger("configd")
@@ -63,6 +68,8 @@ async def _configd_error(request: Request, exc: Exception) -> JSONResponse:
         extra = {"expected": exc.expected, "actual": exc.actual}
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RequestTooLarge):
+        headers["Connection"] = "close"  # the rest of the body was drained or never sent (api/deps.py DRAIN_BYTES)
     await _reject(request, code, reason, detail)
     return JSONResponse(error_body(detail, error, errors, **extra), status_code=code, headers=headers)
 
@@ -108,26 +115,26 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(detail, ConfigdError.__name__), status_code=500)
 
 
-def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> FastAPI:
-    """A configd application for ``settings``; ``tokens`` defaults to the settings' tokens file (or none)."""
-    book = (
-        tokens
-        if tokens is not None
-        else TokenBook.from_file(settings.tokens_file)
-        if settings.tokens_file
-        else TokenBook()
-    )
+def create_app(settings: ServerSettings, *, tokens: TokenBook | TokenFile | None = None) -> FastAPI:
+    """A configd application for ``settings``; ``tokens`` defaults to the settings' tokens file, reloaded when it
+    changes (or none)."""
+    book = tokens if tokens is not None else TokenFile(settings.tokens_file) if settings.tokens_file else TokenBook()
     metrics = ServerMetrics()
     gateway = ConsulGateway(settings.consul_addr, token=settings.consul_token_value(), pool_size=64)
     gateway.on_call = metrics.observe_consul_call
     layout = KeyLayout(settings.prefix)
     store = ConfigStore(gateway, layout, ServerKeys(settings.keys_file))
+    operations, driver = _maintenance(settings, gateway, layout, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if driver is not None:
+            driver.start()
         try:
             yield
         finally:
+            if driver is not None:
+                await run_in_threadpool(driver.stop)
             gateway.close()
 
     app = FastAPI(
@@ -146,6 +153,7 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
         health=functools.partial(consul_health, gateway),
         tokens=book,
         metrics=metrics,
+        operations=operations,
     )
     app.add_exception_handler(ConfigdError, _configd_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
@@ -155,6 +163,28 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
         app.include_router(router)
     app.include_router(ui_router)
     return app
+
+
+def _maintenance(
+    settings: ServerSettings, gateway: ConsulGateway, layout: KeyLayout, metrics: ServerMetrics
+) -> tuple[Operations, ElectedDriver | None]:
+    """Retention and usage, and (unless disabled) the elected driver that runs them on one replica."""
+    operations = Operations(Retention(gateway, layout), KVUsage(gateway, layout))
+    driver: ElectedDriver | None = None
+    if settings.maintenance:
+        election = LeaderElection(
+            gateway,
+            layout.lock("maintenance"),
+            holder=f"{socket.gethostname()}:{os.getpid()}:{settings.port}",
+            ttl_seconds=settings.election_ttl,
+            lock_delay_seconds=settings.lock_delay,
+        )
+        driver = ElectedDriver(election)
+        driver.register("retention", operations.retention.run, settings.retention_interval)
+        driver.register("usage", operations.usage.publish, settings.usage_interval)
+        operations.leading = lambda: driver.leading if driver is not None else False
+    metrics.extra.register(UsageCollector(operations.usage, lambda: operations.leading()))
+    return operations, driver
 
 
 def app_from_environment() -> FastAPI:

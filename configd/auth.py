@@ -1,8 +1,13 @@
 """Bearer-token authentication and role/namespace authorization. Pure: no I/O besides loading the file.
 
-Tokens file (``CONFIGD_TOKENS_FILE``)::
+Tokens file (``CONFIGD_TOKENS_FILE``), written by ``configd tokens add`` (:mod:`configd.tokens`)::
 
-    {"tokens": [{"name": "ci", "token": "…", "role": "reader|editor|admin", "namespaces": ["*"]}]}
+    {"tokens": [{"name": "ci", "sha256": "<hex of the token's sha256>", "role": "reader|editor|admin",
+                 "namespaces": ["*"], "expires": "2027-06-30T00:00:00Z"}]}
+
+``expires`` is optional. The old format, ``"token": "<the token itself>"`` instead of ``sha256``, is still read
+(with a warning in the log). A file holds only hashes: a token is 256 random bits, so one sha256 is enough (a slow
+password KDF protects guessable secrets, and would cost every request its time); see docs/security.md.
 
 A reader reads; an editor also pushes and rolls back; an admin also manages schemas and deletes. ``namespaces``
 holds shell-style globs (``payments``, ``team-*``, ``*``). The audit log records a token's ``name``, never the token.
@@ -11,13 +16,25 @@ holds shell-style globs (``payments``, ``team-*``, ``*``). The audit log records
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import hmac
 import json
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from configd_core.errors import ConfigdError
 
@@ -27,22 +44,47 @@ Role = Literal["reader", "editor", "admin"]
 ROLE_RANK: dict[Role, int] = {"reader": 0, "editor": 1, "admin": 2}
 
 
+log = logging.getLogger("configd")
+
+
+def token_digest(token: str) -> str:
+    """The hex sha256 a tokens file stores for ``token``."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class TokenSpec(BaseModel):
-    """One entry of the tokens file."""
+    """One entry of the tokens file: the token's sha256 (or, old format, the token itself)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=200)
-    token: SecretStr
+    sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
+    token: SecretStr | None = None
     role: Role
     namespaces: tuple[str, ...] = ("*",)
+    expires: AwareDatetime | None = None
 
     @field_validator("token")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 8:
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 8:
             raise ValueError("a token must be at least 8 characters")
         return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> TokenSpec:
+        if (self.sha256 is None) == (self.token is None):
+            raise ValueError(
+                f"token {self.name!r}: give exactly one of 'sha256' (what `configd tokens add` writes) or 'token'"
+            )
+        return self
+
+    @property
+    def digest(self) -> bytes:
+        if self.token is not None:
+            return hashlib.sha256(self.token.get_secret_value().encode()).digest()
+        assert self.sha256 is not None
+        return bytes.fromhex(self.sha256)
 
 
 class TokensFile(BaseModel):
@@ -78,9 +120,8 @@ class TokenBook:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigdError(f"tokens file: duplicate token names {duplicates}")
-        self._entries = tuple(
-            (s.token.get_secret_value().encode(), Principal(s.name, s.role, s.namespaces)) for s in specs
-        )
+        self._entries = tuple((s.digest, Principal(s.name, s.role, s.namespaces), s.expires) for s in specs)
+        self.plain_text = tuple(s.name for s in specs if s.token is not None)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -96,20 +137,33 @@ class TokenBook:
         except ValidationError as exc:
             # pydantic never echoes a SecretStr's value, so the message is safe to show.
             raise ConfigdError(f"invalid tokens file {path}: {exc}") from exc
-        return cls(parsed.tokens)
+        book = cls(parsed.tokens)
+        if book.plain_text:
+            log.warning(
+                "tokens file %s holds %d token(s) in plain text (%s); replace them with `configd tokens add`, "
+                "which stores only their sha256",
+                path,
+                len(book.plain_text),
+                ", ".join(book.plain_text),
+            )
+        return book
 
-    def authenticate(self, presented: str | None) -> Principal:
-        """The principal of a bearer token. Compares against every token in constant time, never stopping early."""
+    def authenticate(self, presented: str | None, now: datetime | None = None) -> Principal:
+        """The principal of a bearer token. Compares its sha256 against every entry in constant time, never stopping
+        early; an expired token is refused with its expiry."""
         if not presented:
             raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
-        candidate = presented.encode()
-        found: Principal | None = None
-        for secret, principal in self._entries:
-            if hmac.compare_digest(candidate, secret) and found is None:
-                found = principal
+        candidate = hashlib.sha256(presented.encode()).digest()
+        found: tuple[Principal, datetime | None] | None = None
+        for digest, principal, expires in self._entries:
+            if hmac.compare_digest(candidate, digest) and found is None:
+                found = (principal, expires)
         if found is None:
             raise Unauthenticated("unknown bearer token")
-        return found
+        principal, expires = found
+        if expires is not None and (now or datetime.now(UTC)) >= expires:
+            raise Unauthenticated(f"token {principal.name!r} expired at {expires.isoformat()}")
+        return principal
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .auth import token_digest
 from .devagent import PROJECT_ROOT, ConsulAgent
 from .services.configs import ConfigStore
 from .services.keys import create_key, export_keys
@@ -86,7 +87,10 @@ def run_dev(*, host: str, port: int, examples: str | None, log_level: str) -> in
         print("configd dev: starting a throwaway Consul dev agent …", flush=True)
         agent.start(timeout=60)
         tokens_file = workdir / "tokens.json"
-        tokens_file.write_text(json.dumps({"tokens": list(DEV_TOKENS)}, indent=2))
+        hashed = [
+            {**{k: v for k, v in t.items() if k != "token"}, "sha256": token_digest(t["token"])} for t in DEV_TOKENS
+        ]
+        tokens_file.write_text(json.dumps({"tokens": hashed}, indent=2))
         # A dev key ring: the server's (every namespace) and an application's (only payments).
         keys_file, app_keys_file = workdir / "keys.json", workdir / "app-keys.json"
         for namespace in SECRET_NAMESPACES:

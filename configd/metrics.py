@@ -16,6 +16,8 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Collectors that read their values at scrape time (KV usage, election): the same in every worker process.
+        self.extra = CollectorRegistry(auto_describe=False)
         self.writes = Counter(
             "configd_pushes",
             "Accepted writes (pushes, rollbacks, deletes, schema registrations) by action and result",
@@ -51,5 +53,5 @@ class ServerMetrics:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-            return generate_latest(merged)
-        return generate_latest(self.registry)
+            return generate_latest(merged) + generate_latest(self.extra)
+        return generate_latest(self.registry) + generate_latest(self.extra)

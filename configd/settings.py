@@ -18,8 +18,10 @@ class ServerSettings(BaseSettings):
     """Where configd finds Consul and its tokens, and where it listens.
 
     Environment: ``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN``, ``CONFIGD_TOKENS_FILE``, ``CONFIGD_PREFIX``,
-    ``CONFIGD_KEYS_FILE``, ``CONFIGD_HOST``, ``CONFIGD_PORT``, ``CONFIGD_WORKERS``. Keyword arguments (the
-    command-line flags) win over the environment.
+    ``CONFIGD_KEYS_FILE``, ``CONFIGD_HOST``, ``CONFIGD_PORT``, ``CONFIGD_WORKERS``, ``CONFIGD_SHUTDOWN_GRACE``, and the
+    maintenance settings (``CONFIGD_MAINTENANCE``, ``CONFIGD_RETENTION_INTERVAL``, ``CONFIGD_USAGE_INTERVAL``,
+    ``CONFIGD_ELECTION_TTL``, ``CONFIGD_LOCK_DELAY``; docs/operations.md). Keyword arguments (the command-line
+    flags) win over the environment.
     """
 
     model_config = SettingsConfigDict(env_prefix="CONFIGD_", extra="ignore", populate_by_name=True, frozen=True)
@@ -44,6 +46,16 @@ class ServerSettings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, le=64, description="server processes sharing the port (the store is stateless, CAS-guarded)"
     )
+    maintenance: bool = Field(
+        default=True, description="campaign for the maintenance lock; the elected replica runs retention and usage"
+    )
+    retention_interval: float = Field(default=60.0, gt=0, description="seconds between retention passes")
+    usage_interval: float = Field(default=300.0, gt=0, description="seconds between KV usage counts")
+    election_ttl: int = Field(default=15, ge=10, le=86400, description="the maintenance session's TTL")
+    lock_delay: int = Field(default=5, ge=0, le=60, description="Consul lock-delay of the maintenance lock")
+    shutdown_grace: int = Field(
+        default=10, ge=1, le=600, description="seconds after SIGTERM before in-flight requests are abandoned"
+    )
 
     def consul_token_value(self) -> str | None:
         return self.consul_token.get_secret_value() if self.consul_token is not None else None
@@ -56,6 +68,12 @@ class ServerSettings(BaseSettings):
             "CONFIGD_HOST": self.host,
             "CONFIGD_PORT": str(self.port),
             "CONFIGD_WORKERS": str(self.workers),
+            "CONFIGD_SHUTDOWN_GRACE": str(self.shutdown_grace),
+            "CONFIGD_MAINTENANCE": str(self.maintenance).lower(),
+            "CONFIGD_RETENTION_INTERVAL": str(self.retention_interval),
+            "CONFIGD_USAGE_INTERVAL": str(self.usage_interval),
+            "CONFIGD_ELECTION_TTL": str(self.election_ttl),
+            "CONFIGD_LOCK_DELAY": str(self.lock_delay),
         }
         if self.tokens_file is not None:
             found["CONFIGD_TOKENS_FILE"] = str(self.tokens_file)

@@ -64,10 +64,19 @@ def layout() -> KeyLayout:
     return KeyLayout(prefix=f"t-{uuid.uuid4().hex[:12]}")
 
 
+# Keys of the elected replica's own upkeep (the maintenance lock, the KV usage count it stores on an interval):
+# they change on their own schedule, never because of a request, so "nothing changed" comparisons leave them out.
+_UPKEEP = ("/locks/", "/maintenance/")
+
+
 def kv_tree(gateway: ConsulGateway, prefix: str = "") -> dict[str, tuple[str, int]]:
-    """Consul's whole KV tree (or one prefix): key -> (sha256 of the value, ModifyIndex)."""
+    """Consul's whole KV tree (or one prefix): key -> (sha256 of the value, ModifyIndex); upkeep keys left out."""
     _, entries = gateway.list(prefix, consistent=True)
-    return {e.key: (hashlib.sha256(e.value).hexdigest(), e.modify_index) for e in entries}
+    return {
+        e.key: (hashlib.sha256(e.value).hexdigest(), e.modify_index)
+        for e in entries
+        if not any(u in e.key for u in _UPKEEP)
+    }
 
 
 # --- the configd server as a real subprocess (issue 3); reusable by the CLI and UI tests ---------------------

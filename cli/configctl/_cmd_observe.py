@@ -85,12 +85,13 @@ def status(
     namespace: Annotated[str, typer.Argument(metavar="NS", help="The namespace whose clients to show.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """The SDK instances watching NS and the version of each config they applied."""
+    """The SDK instances watching NS and the version of each config they applied, and NS's Consul KV keys and bytes."""
     state = session(ctx, as_json)
     split_ref(f"{namespace}/x")
     result = state.api().clients(namespace)
+    usage = state.api().storage(namespace).get("namespaces", {}).get(namespace, {"keys": 0, "bytes": 0, "by_kind": {}})
     if state.output.json_output:
-        state.output.emit_json(result)
+        state.output.emit_json({**result, "storage": usage})
         return
     rows: list[tuple[Any, ...]] = []
     for client in result.get("clients", []):
@@ -113,3 +114,5 @@ def status(
     count = len(result.get("clients", []))
     title = f"{namespace}: {count} client instance(s)"
     state.output.table(title, ["instance", "application", "host:pid", "seen", "config", "applied", "head", ""], rows)
+    kinds = ", ".join(f"{kind} {n['keys']}" for kind, n in sorted(usage.get("by_kind", {}).items()))
+    state.output.line(f"Consul KV: {usage['keys']} keys, {usage['bytes']} bytes ({kinds or 'nothing stored'})")

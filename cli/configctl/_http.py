@@ -270,3 +270,8 @@ class ConfigdAPI:
     def clients(self, namespace: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"{API}/clients/{_segment(namespace)}")
         return result
+
+    def storage(self, namespace: str) -> dict[str, Any]:
+        """Consul KV keys and bytes of one namespace, counted now."""
+        result: dict[str, Any] = self.request("GET", f"{API}/storage", params={"namespace": namespace})
+        return result

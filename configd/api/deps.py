@@ -11,7 +11,7 @@ import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar
 
@@ -37,7 +37,9 @@ from ..metrics import ServerMetrics
 from ..services.clients import ClientDirectory
 from ..services.configs import ConfigStore
 from ..services.health import ConsulHealth
+from ..services.retention import Operations
 from ..settings import ServerSettings
+from ..tokens import TokenFile
 
 # The body wraps the config (``{"data": …, "message": …}``) and may be pretty-printed, so it may be somewhat
 # larger than the canonical limit; anything beyond this is refused before a byte of it is parsed.
@@ -57,8 +59,9 @@ class ServerState:
     store: ConfigStore
     clients: ClientDirectory
     health: Callable[[], ConsulHealth]
-    tokens: TokenBook
+    tokens: TokenBook | TokenFile
     metrics: ServerMetrics
+    operations: Operations | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,24 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
+# An oversized body is still read (and discarded) up to this much before the 413 goes out with `Connection: close`.
+# Most clients (urllib, requests, httpx) send the whole body before they read any answer, and a server that closes
+# with unread bytes makes the kernel send a reset instead of a close: the client sees ECONNRESET, not the 413.
+# Past this bound the connection is closed anyway (a reset); a client that sent `Expect: 100-continue` (curl) has
+# sent nothing yet and reads the 413 at once, so nothing is drained for it.
+DRAIN_BYTES = 64 * 1024 * 1024
+
+
+async def _drained(request: Request, stream: AsyncIterator[bytes]) -> None:
+    if "100-continue" in request.headers.get("expect", "").lower():
+        return
+    discarded = 0
+    async for chunk in stream:
+        discarded += len(chunk)
+        if discarded > DRAIN_BYTES:
+            return
+
+
 async def read_json(request: Request) -> Any:
     """The request body as JSON (see :func:`read_json_body`), for a document wrapped in at most two levels."""
     return await read_json_body(request, _ENVELOPE_DEPTH)
@@ -192,13 +213,16 @@ async def read_json_body(request: Request, envelope_depth: int | None) -> Any:
     if content_type is not None and not _is_json(content_type):
         raise UnsupportedMediaType(f"the body must be JSON (Content-Type: application/json), not {content_type!r}")
     declared = request.headers.get("content-length")
+    stream = request.stream()
     if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        await _drained(request, stream)
         raise RequestTooLarge(int(declared), MAX_REQUEST_BYTES)
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
+    async for chunk in stream:
         received += len(chunk)
         if received > MAX_REQUEST_BYTES:
+            await _drained(request, stream)
             raise RequestTooLarge(None, MAX_REQUEST_BYTES)
         chunks.append(chunk)
     raw = b"".join(chunks)
@@ -299,9 +323,27 @@ def json_body(model: type[M], *, envelope_depth: int | None = _ENVELOPE_DEPTH) -
 JSONDocument = Annotated[Any, Depends(read_json)]
 
 
+def _inlined(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    """``node`` with each ``{"$ref": "#/$defs/X"}`` replaced by X: pydantic's ``$defs`` refs point at the root of the
+    model's schema, which in the OpenAPI document is the document's root, where nothing is (issue 18)."""
+    if isinstance(node, list):
+        return [_inlined(item, defs, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.removeprefix("#/$defs/")
+        if name in seen:
+            raise ValueError(f"body_openapi cannot inline the recursive model {name}")
+        rest = {k: v for k, v in node.items() if k != "$ref"}
+        return {**_inlined(defs[name], defs, (*seen, name)), **_inlined(rest, defs, seen)}
+    return {k: _inlined(v, defs, seen) for k, v in node.items() if k != "$defs"}
+
+
 def body_openapi(model: type[BaseModel] | None = None, description: str = "") -> dict[str, Any]:
     """The OpenAPI requestBody of a route whose body is read by :func:`read_json` instead of FastAPI."""
     schema: dict[str, Any] = model.model_json_schema() if model is not None else {"type": "object"}
+    schema = _inlined(schema, schema.get("$defs", {}))
     return {
         "requestBody": {
             "required": True,

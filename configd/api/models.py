@@ -8,7 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from configd_core.diff import Change
 from configd_core.errors import ErrorDetail
-from configd_core.layout import MAX_MESSAGE_CHARS
+from configd_core.layout import MAX_MESSAGE_CHARS, NAME_MAX_LENGTH, NAME_PATTERN
 from configd_core.records import AuditRecord, HeadRecord, SchemaHeadRecord, SchemaVersionRecord, VersionRecord
 
 from ..planning.bulk import MAX_IMPORT_ITEMS, ImportOutcome
@@ -49,8 +49,10 @@ class ValidateBody(_Body):
 
 class ImportItemBody(_Body):
     kind: Literal["schema", "config"]
-    namespace: str
-    name: str
+    # Documented with the name rule (now that /openapi.json resolves this body, fuzzers read it); checked per item
+    # by the import itself, so one bad name is that item's error, not the whole body's.
+    namespace: str = Field(json_schema_extra={"pattern": NAME_PATTERN, "maxLength": NAME_MAX_LENGTH})
+    name: str = Field(json_schema_extra={"pattern": NAME_PATTERN, "maxLength": NAME_MAX_LENGTH})
     document: Any = Field(
         description="the JSON Schema (kind schema) or the config document (kind config)",
         json_schema_extra={"type": "object"},

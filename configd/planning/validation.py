@@ -4,6 +4,9 @@ configd never fetches a ``$ref``: jsonschema's default registry would retrieve r
 server-side request to wherever a schema points, and a 500 when it fails). Validators get an empty registry,
 so only references inside the schema (and the JSON Schema meta-schemas) resolve, and registration refuses a
 schema with any other reference.
+
+Patterns (``pattern``, ``patternProperties``, and format ``regex`` in a schema) are the ``regex`` engine's, under a
+time limit: :mod:`configd.planning.patterns`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import json
 import re
 from typing import Any
 
-from jsonschema import Draft202012Validator
+import regex
+from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 from jsonschema_specifications import REGISTRY as SPECIFICATIONS  # type: ignore[import-untyped]
 from referencing import Registry
@@ -24,10 +28,27 @@ from configd_core.diff import escape_token, json_pointer
 from configd_core.errors import ErrorDetail, InvalidConfig
 from configd_core.records import canonical_json
 
+from .patterns import PatternTimeLimit, compiled, pattern_budget, pattern_keyword, pattern_properties_keyword
+
 MAX_REPORTED_ERRORS = 500
 # Keywords whose values are instance data, not subschemas: a "$ref" key inside them is not a reference.
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
 _ROOT_URI = "urn:configd:schema"
+
+
+def _regex_format(instance: object) -> bool:
+    # A schema's patterns must compile with the engine that will run them (regex: \p{L} and friends work).
+    return not isinstance(instance, str) or compiled(instance) is not None
+
+
+FORMAT_CHECKER = FormatChecker()
+FORMAT_CHECKER.checkers = dict(Draft202012Validator.FORMAT_CHECKER.checkers)
+FORMAT_CHECKER.checks("regex", raises=regex.error)(_regex_format)
+
+ConfigValidator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, {"pattern": pattern_keyword, "patternProperties": pattern_properties_keyword}
+)
+"""Draft 2020-12 with configd's pattern keywords (regex engine, time limit)."""
 
 
 def _details(errors: list[ValidationError]) -> list[ErrorDetail]:
@@ -54,7 +75,7 @@ def _schema_errors_by_text(text: bytes) -> tuple[ErrorDetail, ...]:
 def _schema_errors(schema: Any) -> list[ErrorDetail]:
     # With the format checker, every `pattern` and `patternProperties` key must compile (format "regex"):
     # an invalid regex would otherwise be accepted here and raise re.error on every later push (a 500).
-    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=FORMAT_CHECKER)
     problems = _details(list(meta.iter_errors(schema)))
     if problems or not isinstance(schema, dict):
         return problems
@@ -94,17 +115,22 @@ def _unresolvable_refs(node: Any, resolver: Any, path: str) -> list[ErrorDetail]
 
 def compile_schema(schema: dict[str, Any]) -> Draft202012Validator:
     """A reusable validator with format checking and no remote references; compile once per schema version."""
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER, registry=Registry())
+    validator: Draft202012Validator = ConfigValidator(schema, format_checker=FORMAT_CHECKER, registry=Registry())
+    return validator
 
 
 def config_errors(validator: Draft202012Validator, data: Any) -> list[ErrorDetail]:
     """Every way ``data`` fails the compiled schema, each with its JSON Pointer path.
 
-    A reference that cannot be resolved (only in a schema registered before references were checked) is
-    reported as an error of the whole document, never raised.
+    Patterns share a time budget (:data:`~configd.planning.patterns.PATTERN_TIME_LIMIT`): a pattern that exhausts
+    it is an error at its path. A reference that cannot be resolved (only in a schema registered before references
+    were checked) is reported as an error of the whole document, never raised.
     """
     try:
-        return _details(list(validator.iter_errors(data)))
+        with pattern_budget():
+            return _details(list(validator.iter_errors(data)))
+    except PatternTimeLimit as exc:  # a pattern matched by jsonschema's helpers, where no path is known
+        return [ErrorDetail("/", str(exc))]
     except Unresolvable as exc:
         return [ErrorDetail("/", f"the schema has a reference configd cannot resolve ({exc}); register a fixed schema")]
     except re.error as exc:  # a pattern registered before patterns were checked

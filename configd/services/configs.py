@@ -144,7 +144,10 @@ class ConfigStore:
         validate_name(name, "name")
         entry = self._gateway.get(self.layout.version(namespace, name, version))
         if entry is None:
-            raise NotFound(f"config {namespace}/{name} has no version {version}")
+            raise NotFound(
+                f"config {namespace}/{name} has no version {version}: it never existed, or the namespace's "
+                "retention policy removed it (its history lists the versions kept)"
+            )
         return VersionRecord.from_bytes(entry.value)
 
     def data(self, record: VersionRecord) -> Any:

@@ -389,13 +389,19 @@ class ConsulGateway:
         return results
 
     # --- sessions and status ---------------------------------------------------------------------------
-    def session_create(self, name: str, ttl_seconds: int, *, behavior: str = "delete") -> str:
-        """A session with no health checks (TTL only) whose keys are deleted when it ends."""
+    def session_create(
+        self, name: str, ttl_seconds: int, *, behavior: str = "delete", lock_delay_seconds: int = 0
+    ) -> str:
+        """A session with no health checks (TTL only) whose keys are deleted (or released) when it ends.
+
+        ``lock_delay_seconds``: after the session is invalidated, Consul refuses to let anyone acquire its locks for
+        this long (leader election uses it so a replica that lost its session stops before another starts).
+        """
         return str(
             self._call(
                 "session.create",
                 lambda: self._client.session.create(
-                    name=name, ttl=ttl_seconds, behavior=behavior, checks=[], lock_delay=0
+                    name=name, ttl=ttl_seconds, behavior=behavior, checks=[], lock_delay=lock_delay_seconds
                 ),
             )
         )

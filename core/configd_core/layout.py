@@ -9,6 +9,9 @@ Every key lives under one prefix (``configd`` by default)::
     <prefix>/schemas/versions/<ns>/<name>/<v:012d> schema version record
     <prefix>/audit/<ns>/<at>-<id>                  audit entry of an accepted or rejected write
     <prefix>/clients/<ns>/<instance>               SDK instance registration, bound to a Consul session
+    <prefix>/retention/<ns>                        the namespace's retention policy (absent: keep everything)
+    <prefix>/locks/<duty>                          leader-election lock, held by one replica's session
+    <prefix>/maintenance/usage                     KV keys and bytes per namespace, written by the elected replica
 
 Heads sit apart from version bodies so that ONE blocking query on ``<prefix>/heads/<ns>/`` watches every
 config of a namespace and its responses stay small; a small document (≤ ``HEAD_INLINE_BYTES``) rides in its
@@ -144,3 +147,30 @@ class KeyLayout:
 
     def client(self, namespace: str, instance_id: str) -> str:
         return f"{self.prefix}/clients/{namespace}/{instance_id}"
+
+    # --- operations (retention, leader election, usage) ----------------------------------------
+    @property
+    def retention_root(self) -> str:
+        return f"{self.prefix}/retention/"
+
+    def retention(self, namespace: str) -> str:
+        return f"{self.prefix}/retention/{namespace}"
+
+    def lock(self, duty: str) -> str:
+        return f"{self.prefix}/locks/{duty}"
+
+    @property
+    def usage(self) -> str:
+        return f"{self.prefix}/maintenance/usage"
+
+    def namespace_prefixes(self, namespace: str) -> dict[str, str]:
+        """Every prefix that holds keys of ``namespace``, by kind (what usage counts and export copies)."""
+        return {
+            "heads": self.heads_prefix(namespace),
+            "versions": f"{self.prefix}/versions/{namespace}/",
+            "blobs": f"{self.prefix}/blobs/{namespace}/",
+            "schemas": f"{self.prefix}/schemas/heads/{namespace}/",
+            "schema_versions": f"{self.prefix}/schemas/versions/{namespace}/",
+            "audit": self.audit_prefix(namespace),
+            "clients": self.clients_prefix(namespace),
+        }

@@ -274,9 +274,11 @@ def test_status_lists_client_instances(cli_server: dict[str, str], consul_addr: 
     result = cli(cli_server, "status", space)
     assert result.exit_code == 0, result.output
     assert "1 client instance(s)" in result.stdout and "inst-1" in result.stdout and "billing" in result.stdout
+    assert "Consul KV: " in result.stdout and "versions 2" in result.stdout  # issue 18: keys and bytes
     doc = json.loads(cli(cli_server, "status", space, "--json").stdout)
     config = doc["clients"][0]["configs"][0]
     assert (config["name"], config["applied_version"], config["head_version"]) == ("svc", 1, 2)
+    assert doc["storage"]["by_kind"]["versions"]["keys"] == 2 and doc["storage"]["bytes"] > 0
 
 
 # --- subprocess: the installed configctl --------------------------------------------------------------------

@@ -33,7 +33,7 @@ ACL_HCL = (
 
 def configd_policy(prefix: str) -> str:
     """configd's own token: everything under its key prefix, nothing else (leader status needs no ACL)."""
-    return f'key_prefix "{prefix}/" {{\n  policy = "write"\n}}\n'
+    return f'key_prefix "{prefix}/" {{\n  policy = "write"\n}}\nsession_prefix "" {{\n  policy = "write"\n}}\n'
 
 
 def application_policy(prefix: str, namespace: str) -> str:
