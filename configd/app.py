@@ -33,6 +33,7 @@ from .api.errors import classify, error_body, error_detail, record_rejection
 from .auth import TokenBook
 from .errors import Unauthenticated
 from .metrics import ServerMetrics
+from .services.change_requests import ChangeRequests
 from .services.clients import ClientDirectory
 from .services.configs import ConfigStore
 from .services.health import consul_health
@@ -145,6 +146,7 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | None = None) -> 
         health=functools.partial(consul_health, gateway),
         tokens=book,
         metrics=metrics,
+        change_requests=ChangeRequests(gateway, store),
     )
     app.add_exception_handler(ConfigdError, _configd_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)

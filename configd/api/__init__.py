@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from . import audit, clients, configs, health, imports, schemas
+from . import audit, change_requests, clients, configs, health, imports, schemas
 
 ROUTERS: tuple[APIRouter, ...] = (
     schemas.router,
@@ -11,6 +11,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     audit.router,
     clients.router,
     health.router,
+    change_requests.router,
 )
 
 __all__ = ["ROUTERS"]

@@ -99,6 +99,8 @@ class _PushRequest:
     message: str
     expected_version: int | None
     rollback_of: int | None
+    audit_action: str | None = None
+    also: tuple[TxnOp, ...] = ()
 
 
 class ConfigStore:
@@ -280,8 +282,13 @@ class ConfigStore:
         message: str = "",
         expected_version: int | None = None,
         rollback_of: int | None = None,
+        audit_action: str | None = None,
+        also: tuple[TxnOp, ...] = (),
     ) -> PushResult:
         """Validate ``data`` and make it the new head in one CAS-guarded transaction.
+
+        ``audit_action`` names the audit entry's action (``push.emergency``); ``also`` are operations committed in
+        the same transaction (a change request's move to ``published`` and its audit entry).
 
         ``expected_version`` (0 = the config must not exist) makes the push conditional like an ETag: if the
         head is elsewhere, VersionConflict. Without it, a lost race is re-read and retried a few times.
@@ -291,7 +298,7 @@ class ConfigStore:
         validate_name(name, "name")
         checked_message(message)
         checked_author(actor)
-        request = _PushRequest(namespace, name, data, actor, message, expected_version, rollback_of)
+        request = _PushRequest(namespace, name, data, actor, message, expected_version, rollback_of, audit_action, also)
         attempts = 1 if expected_version is not None else PUSH_ATTEMPTS
         for attempt in range(attempts):
             try:
@@ -348,13 +355,15 @@ class ConfigStore:
             actor=request.actor,
             message=request.message,
             rollback_of=request.rollback_of,
+            action=request.audit_action,
         )
         # Chunks go first, each its own PUT, keyed by content hash: the head flip below stays one transaction,
         # and an orphan left by a lost race holds the same bytes any later writer would write.
         for key, chunk in write.chunk_puts(self.layout):
             self._gateway.put(key, chunk)
         try:
-            results = self._commit(push_transaction(self.layout, write, current), f"{namespace}/{name}")
+            ops = [*push_transaction(self.layout, write, current), *request.also]
+            results = self._commit(ops, f"{namespace}/{name}")
         except VersionConflict as exc:
             if not fresh:
                 raise
@@ -436,4 +445,3 @@ class ConfigStore:
             return None
         inline = head.inline_data()
         return inline if inline is not None else self.data(self.version(head.namespace, head.name, head.version))
-

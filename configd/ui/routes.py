@@ -196,15 +196,15 @@ def _clients(state: ServerState, namespace: str) -> list[ClientView]:
 
 
 # --- sign-in ----------------------------------------------------------------------------------------------
-async def _read_form(request: Request) -> dict[str, str]:
-    """An urlencoded form body (the UI's only kind); refused when large or not a form."""
+async def _read_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
+    """An urlencoded form body (the UI's only kind); refused when larger than ``limit`` or not a form."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/x-www-form-urlencoded":
         raise BadRequest("expected a form (application/x-www-form-urlencoded)")
     raw = b""
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_FORM_BYTES:
+        if len(raw) > limit:
             raise BadRequest("the form is too large")
     try:
         return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
@@ -342,6 +342,8 @@ def config_page(request: Request, ns: str, name: str) -> Response:
                 "history": history,
                 "clients": clients,
                 "created": created,
+                "published": _query_int(request, "published"),
+                "can_edit": session.can_write(ns),
                 "unchanged": request.query_params.get("unchanged") == "1",
             },
         )
