@@ -33,6 +33,7 @@ function rangeOf(state, pointer) {
         if (text === segment) {
           nameNode = key;
           next = key.nextSibling;
+          while (next && next.name === ":") next = next.nextSibling;
           break;
         }
       }

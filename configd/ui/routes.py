@@ -64,9 +64,12 @@ _STATIC = _PACKAGE / "static"
 _STATIC_NAME = re.compile(r"^[a-z0-9_-]+\.(css|js|svg)$")
 _MEDIA_TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8", "svg": "image/svg+xml"}
 # Only this server's own files may run or style a page: a value that slipped past escaping still could not act.
+# The one inline style allowed is CodeMirror's ``style="tab-size: 4"`` on the editor's content (by its hash only).
+_EDITOR_STYLE_HASH = "'sha256-qokx773Tl626SVTuhxQSccr23ixTSkbnBXWRqLjyuIg='"
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-hashes' {_EDITOR_STYLE_HASH}; "
+        "img-src 'self' data:; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
