@@ -75,9 +75,13 @@ function attach(textarea) {
   const errors = schemaErrors();
   const original = textarea.value;
   const label = textarea.getAttribute("aria-label") || "JSON document";
+  // The page's Content-Security-Policy admits CodeMirror's injected theme only with this response's nonce.
+  const nonceMeta = document.querySelector('meta[name="csp-nonce"]');
+  const nonce = nonceMeta ? nonceMeta.getAttribute("content") : "";
   const view = new EditorView({
     doc: textarea.value,
     extensions: [
+      nonce ? EditorView.cspNonce.of(nonce) : [],
       basicSetup,
       keymap.of([indentWithTab]),
       json(),

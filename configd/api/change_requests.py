@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from configd_core.layout import MAX_MESSAGE_CHARS, validate_name
+from configd_core.layout import MAX_MESSAGE_CHARS, NAME_MAX_LENGTH, NAME_PATTERN, validate_name
 from configd_core.records import ChangeRequestRecord, PolicyRecord, ReviewEvent
 
 from ..auth import Principal
@@ -31,9 +31,13 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH)]
+RequestId = Annotated[int, Path(ge=1, description="the change request's id")]
+
+
 class ProposeBody(_Body):
-    namespace: str
-    name: str
+    namespace: Name
+    name: Name
     data: Any = Field(description="the proposed config document (a JSON object)", json_schema_extra={"type": "object"})
     message: Message = ""
     base_version: ExpectedVersion | None = Field(
@@ -45,8 +49,12 @@ class StepBody(_Body):
     message: Message = ""
 
 
+class CommentBody(_Body):
+    message: Annotated[str, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
+
+
 class PolicyBody(_Body):
-    approvals_required: int = Field(ge=0, le=2)
+    approvals_required: Annotated[ExpectedVersion, Field(le=2)]
     approvers: list[str] | None = Field(
         default=None, description="role names (editor, admin: that role or higher) and token names; default editor"
     )
@@ -187,9 +195,25 @@ Commenter = Annotated[Principal, Depends(ReviewStep("comment"))]
 Publisher = Annotated[Principal, Depends(ReviewStep("publish"))]
 Proposer = Annotated[Principal, Depends(Authorize("reader"))]
 PolicyAdmin = Annotated[Principal, Depends(Authorize("admin", action="policy.set"))]
-StepDoc = Annotated[StepBody, Depends(json_body(StepBody))]
+
+
+async def _step_body(request: Request) -> StepBody:
+    """A step's optional body: none at all (or an empty one) means no message."""
+    if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
+        return StepBody()
+    return await json_body(StepBody)(request)
+
+
+StepDoc = Annotated[StepBody, Depends(_step_body)]
+_STEP_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": StepBody.model_json_schema()}},
+    }
+}
 ProposeDoc = Annotated[ProposeBody, Depends(json_body(ProposeBody))]
 PolicyDoc = Annotated[PolicyBody, Depends(json_body(PolicyBody))]
+CommentDoc = Annotated[CommentBody, Depends(json_body(CommentBody))]
 
 
 # --- routes ------------------------------------------------------------------------------------------------
@@ -253,7 +277,7 @@ def propose(principal: Proposer, body: ProposeDoc, changes: Reviews, request: Re
     responses=ERROR_RESPONSES,
     summary="One change request with its diff and validation",
 )
-def get_change_request(request_id: int, principal: Reader, changes: Reviews) -> ChangeRequestView:
+def get_change_request(request_id: RequestId, principal: Reader, changes: Reviews) -> ChangeRequestView:
     record = changes.get(request_id)
     principal.authorize("reader", record.namespace)
     return ChangeRequestView.of_review(changes.review(request_id))
@@ -266,40 +290,44 @@ def _view(changes: ChangeRequests, record: ChangeRequestRecord) -> ChangeRequest
 @router.post(
     "/change-requests/{request_id}/approve",
     response_model=ChangeRequestView,
+    openapi_extra=_STEP_BODY,
     responses=ERROR_RESPONSES,
     summary="Approve (not your own)",
 )
-def approve(request_id: int, principal: Approver, body: StepDoc, changes: Reviews) -> ChangeRequestView:
+def approve(request_id: RequestId, principal: Approver, body: StepDoc, changes: Reviews) -> ChangeRequestView:
     return _view(changes, changes.approve(request_id, principal, body.message))
 
 
 @router.post(
     "/change-requests/{request_id}/reject",
     response_model=ChangeRequestView,
+    openapi_extra=_STEP_BODY,
     responses=ERROR_RESPONSES,
     summary="Reject",
 )
-def reject(request_id: int, principal: Rejecter, body: StepDoc, changes: Reviews) -> ChangeRequestView:
+def reject(request_id: RequestId, principal: Rejecter, body: StepDoc, changes: Reviews) -> ChangeRequestView:
     return _view(changes, changes.reject(request_id, principal, body.message))
 
 
 @router.post(
     "/change-requests/{request_id}/withdraw",
     response_model=ChangeRequestView,
+    openapi_extra=_STEP_BODY,
     responses=ERROR_RESPONSES,
     summary="Withdraw (the author)",
 )
-def withdraw(request_id: int, principal: Withdrawer, body: StepDoc, changes: Reviews) -> ChangeRequestView:
+def withdraw(request_id: RequestId, principal: Withdrawer, body: StepDoc, changes: Reviews) -> ChangeRequestView:
     return _view(changes, changes.withdraw(request_id, principal, body.message))
 
 
 @router.post(
     "/change-requests/{request_id}/comments",
     response_model=ChangeRequestView,
+    openapi_extra=body_openapi(CommentBody),
     responses=ERROR_RESPONSES,
     summary="Comment",
 )
-def comment(request_id: int, principal: Commenter, body: StepDoc, changes: Reviews) -> ChangeRequestView:
+def comment(request_id: RequestId, principal: Commenter, body: CommentDoc, changes: Reviews) -> ChangeRequestView:
     return _view(changes, changes.comment(request_id, principal, body.message))
 
 
@@ -309,7 +337,7 @@ def comment(request_id: int, principal: Commenter, body: StepDoc, changes: Revie
     responses=ERROR_RESPONSES,
     summary="Publish an approved request (CAS from its base)",
 )
-def publish(request_id: int, principal: Publisher, state: State, changes: Reviews) -> ChangeRequestView:
+def publish(request_id: RequestId, principal: Publisher, state: State, changes: Reviews) -> ChangeRequestView:
     """201-like semantics in a 200: the request is ``published`` with ``published_version``. 409 when the head
     moved since the base (the request is then ``conflicted``) or the request is not approved; 422 when the
     document fails the schema as it is now (nothing written)."""

@@ -170,8 +170,8 @@ def proposal(
     checked_message(message)
     if len(canonical) > MAX_CHANGE_REQUEST_DOCUMENT_BYTES:
         raise ConfigTooLarge(len(canonical), MAX_CHANGE_REQUEST_DOCUMENT_BYTES)
-    if base_sha == sha:
-        raise ValidationFailed(
+    if base_sha == sha:  # a state of the config, not a fault of the document: 409, like a stale base
+        raise TransitionRefused(
             f"{namespace}/{name}: the proposed document is identical to v{base_version}; nothing to review"
         )
     now = utcnow()

@@ -22,7 +22,7 @@ from configd_core.layout import MAX_CONFIG_BYTES, MAX_MESSAGE_CHARS, validate_na
 
 from ..api.deps import WriteAttempt
 from ..api.errors import classify, record_rejection
-from ..errors import BadRequest, Forbidden, ReviewRequired, Unauthenticated
+from ..errors import BadRequest, Forbidden, ReviewRequired, TransitionRefused, Unauthenticated
 from ..planning import change_requests as plan
 from ..services.change_requests import ChangeRequests
 from ._present import change_views, pretty_for_display, side_by_side
@@ -201,8 +201,8 @@ def _edit(request: Request, session: Session, ns: str, name: str, form: dict[str
         except ConfigdError as exc:
             _audit_refusal(request, attempt, exc)
             raise
-    except (ValidationFailed, VersionConflict, ReviewRequired, InvalidConfig) as exc:
-        if isinstance(exc, VersionConflict):
+    except (ValidationFailed, VersionConflict, ReviewRequired, InvalidConfig, TransitionRefused) as exc:
+        if isinstance(exc, VersionConflict | TransitionRefused):
             notice = f"Not {'proposed' if intent == 'propose' else 'published'}: {exc}"
         elif isinstance(exc, ReviewRequired):
             notice = str(exc)
@@ -213,7 +213,8 @@ def _edit(request: Request, session: Session, ns: str, name: str, form: dict[str
         except ConfigdError as again:
             return _render(request, session, _error_page(again))
         values["notice"] = notice
-        return _render(request, session, Page("edit.html", values, 409 if isinstance(exc, VersionConflict) else 422))
+        status = 409 if isinstance(exc, VersionConflict | TransitionRefused) else 422
+        return _render(request, session, Page("edit.html", values, status))
     except ConfigdError as exc:
         return _render(request, session, _error_page(exc))
     flag = f"published={result.head.version}" if result.created else "unchanged=1"

@@ -64,14 +64,15 @@ _STATIC = _PACKAGE / "static"
 _STATIC_NAME = re.compile(r"^[a-z0-9_-]+\.(css|js|svg)$")
 _MEDIA_TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8", "svg": "image/svg+xml"}
 # Only this server's own files may run or style a page: a value that slipped past escaping still could not act.
-# The one inline style allowed is CodeMirror's ``style="tab-size: 4"`` on the editor's content (by its hash only).
+# The editor (CodeMirror) injects its theme as a <style> element carrying the page's nonce (``csp_nonce`` in the
+# template, fresh per response), and sets one inline style attribute, ``tab-size: 4``, allowed by its hash only.
 _EDITOR_STYLE_HASH = "'sha256-qokx773Tl626SVTuhxQSccr23ixTSkbnBXWRqLjyuIg='"
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'nonce-{nonce}' 'unsafe-hashes' "
+    + _EDITOR_STYLE_HASH
+    + "; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 _SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        f"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-hashes' {_EDITOR_STYLE_HASH}; "
-        "img-src 'self' data:; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
@@ -128,9 +129,11 @@ def _session(request: Request) -> Session | None:
 
 
 def _render(request: Request, session: Session | None, page: Page) -> HTMLResponse:
-    values = {"me": session, "path": request.url.path, "nav": "", "back": "", **page.values}
+    nonce = secrets.token_urlsafe(16)
+    values = {"me": session, "path": request.url.path, "nav": "", "back": "", "csp_nonce": nonce, **page.values}
     html = _templates.get_template(page.template).render(values)
-    return HTMLResponse(html, status_code=page.status, headers=_SECURITY_HEADERS)
+    headers = {**_SECURITY_HEADERS, "Content-Security-Policy": _CSP.format(nonce=nonce)}
+    return HTMLResponse(html, status_code=page.status, headers=headers)
 
 
 def _status_of(exc: ConfigdError) -> int:

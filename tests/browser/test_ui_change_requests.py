@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(180)
 
 def _context(browser: Browser, server: ServerProcess) -> BrowserContext:  # noqa: F811
     ctx = browser.new_context(base_url=server.base_url, viewport={"width": 1280, "height": 900})
-    ctx.set_default_timeout(15_000)
+    ctx.set_default_timeout(30_000)  # a shared 2-core machine can be slow; a real failure still fails
     return ctx
 
 
@@ -71,6 +71,7 @@ def test_edit_publish_with_an_error_fixed_in_the_page(page: Page, server: Server
     page.click("#edit-config")
     expect(page.locator(".cm-editor .cm-lineNumbers")).to_be_visible()  # a real editor: line numbers, folding
     expect(page.locator(".cm-foldGutter")).to_be_visible()
+    assert page.locator(".cm-gutters").evaluate("e => getComputedStyle(e).display") == "flex"  # its theme applied
     expect(page.locator(".cm-content")).to_contain_text('"timeout_ms": 500')
 
     _set_document(page, {**V1, "timeout_ms": -5})
@@ -93,8 +94,8 @@ def test_edit_publish_with_an_error_fixed_in_the_page(page: Page, server: Server
     expect(page.locator("#flash")).to_contain_text("Published: v2")
     head = _head(server, ns)
     assert head["version"] == 2 and head["data"]["timeout_ms"] == 750 and head["message"] == "faster"
-    # Every script is the server's own (script-src 'self'): nothing the page runs was refused by the CSP.
-    assert not [e for e in errors if "script-src" in e], "\n".join(errors)
+    # The editor styles itself within the page's Content-Security-Policy (its nonce): nothing was refused.
+    assert not [e for e in errors if "Content Security Policy" in e], "\n".join(errors)
 
 
 def test_moved_head_shows_three_way_instead_of_overwriting(page: Page, server: ServerProcess, unique_ns: str) -> None:

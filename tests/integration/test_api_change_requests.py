@@ -179,14 +179,15 @@ def test_refusals_change_nothing(server: ServerProcess, gateway: ConsulGateway, 
     )
     rejected(server, gateway, post("editor", f"{CR}/{rid}/reject"), 403)
     rejected(server, gateway, post("reader", f"{CR}/{rid}/withdraw"), 403)
-    # Publishing an open request: 409; invalid proposals: 422; a stale base: 409.
+    # Publishing an open request: 409; an invalid proposal: 422; one equal to the head or from a stale base: 409.
     answer, _ = rejected(server, gateway, post("editor", f"{CR}/{rid}/publish"), 409)
     assert answer.json()["error"] == "TransitionRefused"
     bad = {"namespace": ns, "name": "service", "data": {"timeout_ms": -1}}
     answer, entry = rejected(server, gateway, lambda: server.client("editor").post(CR, json=bad), 422)
     assert answer.json()["errors"][0]["path"] == "/timeout_ms" and entry.action == "change-request.propose"
     same = {"namespace": ns, "name": "service", "data": GOOD}
-    rejected(server, gateway, lambda: server.client("editor").post(CR, json=same), 422)
+    answer, _ = rejected(server, gateway, lambda: server.client("editor").post(CR, json=same), 409)
+    assert "identical" in answer.json()["detail"]
     stale = {"namespace": ns, "name": "service", "data": {**GOOD, "retries": 7}, "base_version": 5}
     answer, _ = rejected(server, gateway, lambda: server.client("editor").post(CR, json=stale), 409)
     assert answer.json()["error"] == "VersionConflict" and answer.json()["actual"] == 1
