@@ -214,6 +214,7 @@ def _edit(request: Request, session: Session, ns: str, name: str, form: dict[str
             return _render(request, session, _error_page(again))
         values["notice"] = notice
         status = 409 if isinstance(exc, VersionConflict | TransitionRefused) else 422
+        status = 403 if isinstance(exc, ReviewRequired) else status
         return _render(request, session, Page("edit.html", values, status))
     except ConfigdError as exc:
         return _render(request, session, _error_page(exc))

@@ -13,11 +13,16 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from configd_core.consul import ConsulGateway
+from configd_core.records import AuditRecord
 from tests.browser.test_ui_browser import V1, browser, playwright, push_versions, sign_in  # noqa: F401
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, kv_tree
+
+CR = "/api/v1/change-requests"
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -202,3 +207,43 @@ def test_keyboard_only_edit_and_publish(page: Page, server: ServerProcess, uniqu
     expect(page.locator("#flash")).to_contain_text("Published: v2")
     head = _head(server, ns)
     assert head["data"]["retries"] == 6 and head["message"] == "via keyboard"
+
+
+def test_forged_or_unauthorized_posts_change_nothing_but_the_audit(
+    page: Page, server: ServerProcess, gateway: ConsulGateway, unique_ns: str
+) -> None:
+    ns = unique_ns
+    push_versions(server, ns, "service", V1)
+    with server.client("admin") as http:
+        assert http.put(f"/api/v1/policies/{ns}", json={"approvals_required": 1}).status_code == 200
+    with server.client("editor") as http:
+        made = http.post(CR, json={"namespace": ns, "name": "service", "data": {**V1, "retries": 2}})
+        assert made.status_code == 201
+        rid = made.json()["id"]
+    sign_in(page, server, "editor")
+    page.goto(f"/ui/configs/{ns}/service/edit")
+    csrf = page.locator("#edit-form input[name=csrf]").input_value()
+    cookie = {c["name"]: c["value"] for c in page.context.cookies()}["configd_session"]
+    publish = {"intent": "propose", "base_version": "1", "document": json.dumps({**V1, "retries": 9})}
+    with httpx.Client(base_url=server.base_url, timeout=30, cookies={"configd_session": cookie}) as http:
+        cases = [
+            (f"/ui/configs/{ns}/service/edit", publish, server.base_url, "change-request.propose"),  # no CSRF
+            (
+                f"/ui/configs/{ns}/service/edit",
+                {**publish, "csrf": csrf},
+                "http://evil.example",
+                "change-request.propose",
+            ),
+            (f"/ui/configs/{ns}/service/edit", {**publish, "csrf": csrf, "intent": "publish"}, server.base_url, "push"),
+            (f"/ui/change-requests/{rid}/approve", {"csrf": csrf}, server.base_url, "change-request.approve"),  # own
+        ]
+        for path, form, origin, action in cases:
+            before = kv_tree(gateway, f"{server.prefix}/")
+            answer = http.post(path, data=form, headers={"Origin": origin})
+            assert answer.status_code == 403, (path, answer.status_code, answer.text[:300])
+            after = kv_tree(gateway, f"{server.prefix}/")
+            added = sorted(set(after) - set(before))
+            assert len(added) == 1 and added[0].startswith(server.layout.audit_root), (path, added)
+            assert {k: v for k, v in after.items() if k not in added} == before, path
+            entry = AuditRecord.from_bytes(gateway.get(added[0]).value)  # type: ignore[union-attr]
+            assert entry.result == "rejected" and entry.action == action and entry.actor == "editor", entry
