@@ -419,6 +419,7 @@ def _rollback(request: Request, session: Session, ns: str, name: str, form: dict
             if not csrf_valid_for(request, form):
                 raise Forbidden("this form has expired or was not issued by configd (CSRF check); reload the page")
             session.principal.authorize("editor", ns)
+            _state(request).change_requests.direct_write(session.principal, ns)  # ReviewRequired in a reviewed ns
             to_version = _form_int(form, "to_version")
             expected = _form_int(form, "expected_version") if form.get("expected_version") else None
         except (Forbidden, BadRequest) as exc:

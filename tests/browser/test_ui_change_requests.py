@@ -236,6 +236,7 @@ def test_forged_or_unauthorized_posts_change_nothing_but_the_audit(
             ),
             (f"/ui/configs/{ns}/service/edit", {**publish, "csrf": csrf, "intent": "publish"}, server.base_url, "push"),
             (f"/ui/change-requests/{rid}/approve", {"csrf": csrf}, server.base_url, "change-request.approve"),  # own
+            (f"/ui/configs/{ns}/service/rollback", {"csrf": csrf, "to_version": "1"}, server.base_url, "rollback"),
         ]
         for path, form, origin, action in cases:
             before = kv_tree(gateway, f"{server.prefix}/")
