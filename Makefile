@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONSUL_STAMP := .cache/consul/usr/bin/consul
 
-.PHONY: bench bench-smoke run test test-unit test-integration test-browser test-reliability install consul chromium lint typecheck schemas screenshots clean
+.PHONY: bench bench-smoke run test test-unit test-integration test-browser test-reliability install consul chromium lint typecheck schemas screenshots ui-assets clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "configd needs Python >= 3.11"; exit 1; }
@@ -72,6 +72,11 @@ lint: install
 
 screenshots: install
 	$(PY) scripts/ui_screenshots.py docs/screenshots
+
+# The browser editor (CodeMirror 6 from npm, bundled by esbuild) -> configd/static/editor.js, committed so that
+# `make run` needs no Node. Needs Node >= 18 and npm; the versions are pinned in ui-assets/package-lock.json.
+ui-assets:
+	cd ui-assets && npm ci --no-audit --no-fund --ignore-scripts && npm run build
 
 schemas: install
 	$(PY) -m configd.record_schemas schemas

@@ -35,6 +35,7 @@ from .api.errors import classify, error_body, error_detail, record_rejection
 from .auth import TokenBook
 from .errors import RequestTooLarge, Unauthenticated
 from .metrics import ServerMetrics
+from .services.change_requests import ChangeRequests
 from .services.clients import ClientDirectory
 from .services.configs import ConfigStore
 from .services.election import ElectedDriver, LeaderElection
@@ -154,6 +155,7 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | TokenFile | None
         tokens=book,
         metrics=metrics,
         operations=operations,
+        change_requests=ChangeRequests(gateway, store),
     )
     app.add_exception_handler(ConfigdError, _configd_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)

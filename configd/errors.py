@@ -4,6 +4,8 @@ ConfigdError (configd_client)
 └── RequestRejected         refused at the HTTP boundary, before the store is involved
     ├── Unauthenticated     401: no bearer token, or one configd does not know
     ├── Forbidden           403: the token's role or namespaces do not allow the request
+    │   └── ReviewRequired  403: the namespace's policy asks for a change request instead of a direct write
+    ├── TransitionRefused   409: a change request is not in a state that allows this step
     ├── BadRequest          400: the request cannot be read at all (e.g. a body that is not UTF-8)
     ├── UnsupportedMediaType 415: a body that does not claim to be JSON
     └── RequestTooLarge     413: the body is larger than any config configd would store
@@ -24,6 +26,14 @@ class Unauthenticated(RequestRejected):
 
 class Forbidden(RequestRejected):
     """The token is known but its role or namespaces forbid the request."""
+
+
+class ReviewRequired(Forbidden):
+    """The namespace has a review policy: changes go through ``POST /api/v1/change-requests``."""
+
+
+class TransitionRefused(RequestRejected):
+    """A change request is not in a state that allows the step (approve a published one, publish an open one…)."""
 
 
 class BadRequest(RequestRejected):

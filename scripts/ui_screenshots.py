@@ -6,15 +6,18 @@ Run through `make screenshots`. Uses Debian's Chromium (scripts/install-chromium
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from configd.devagent import free_ports
 
@@ -83,8 +86,56 @@ def add_history(base: str) -> None:
         http.put("/api/v1/configs/payments/service", json={"data": data, "message": "readers cannot push"})
 
 
-def shoot(page: Page, base: str, path: str, target: Path) -> None:
-    page.goto(base + path)
+def set_editor(page: Page, data: dict[str, Any]) -> None:
+    """Replace the CodeMirror document (the page's editor, exposed as window.configdEditor)."""
+    text = json.dumps(data, indent=2) + "\n"
+    page.evaluate(
+        "t => { const v = window.configdEditor; v.dispatch({changes: {from: 0, to: v.state.doc.length, insert: t}}); }",
+        text,
+    )
+
+
+def review_flow(browser: Browser, base: str, out: Path) -> None:
+    """The editor with a schema error, then a change request approved by a second user: edit.png, review.png."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30) as http:
+        http.put("/api/v1/policies/payments", json={"approvals_required": 1}).raise_for_status()
+        data = dict(http.get("/api/v1/configs/payments/service").raise_for_status().json()["data"])
+    editor = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(editor, base, "dev-editor-token")
+    editor.goto(f"{base}/ui/configs/payments/service/edit")
+    editor.wait_for_selector(".cm-content")
+    set_editor(editor, {**data, "currency": "XYZ", "retries": 5})
+    editor.fill("#message", "five retries")
+    editor.click("#check")
+    editor.wait_for_selector(".cm-lintRange-error")
+    shoot(editor, base, None, out / "edit.png")
+    set_editor(editor, {**data, "retries": 5})
+    editor.click("#propose")
+    editor.wait_for_url(re.compile(r".*/ui/change-requests/\d+.*"))
+    review_url = editor.url.split("?")[0]
+    editor.fill("#comment-message", "Retries are idempotent here: checked with the payments team.")
+    editor.click("#comment-button")
+    admin = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(admin, base, ADMIN_TOKEN)
+    admin.goto(review_url)
+    admin.fill("#approve-message", "ok for today's release")
+    admin.click("#approve-button")
+    admin.wait_for_selector("#cr-state.state-approved")
+    shoot(admin, base, review_url.removeprefix(base), out / "review.png")
+    shoot(admin, base, "/ui/change-requests", out / "change-requests.png")
+
+
+def sign_in(page: Page, base: str, token: str) -> None:
+    page.goto(f"{base}/ui/login")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/ui/")
+
+
+def shoot(page: Page, base: str, path: str | None, target: Path) -> None:
+    """Photograph ``path`` (None: the page as it is now)."""
+    if path is not None:
+        page.goto(base + path)
     page.wait_for_load_state("networkidle")
     page.screenshot(path=str(target), full_page=True)
     print(f"wrote {target.relative_to(ROOT)}")
@@ -123,6 +174,7 @@ def main() -> int:
                 narrow.context.add_cookies(wide.context.cookies())
                 shoot(narrow, base, "/ui/configs/payments/service/diff?from=1&to=3", out / "diff-390.png")
                 shoot(narrow, base, "/ui/configs/payments/service", out / "config-390.png")
+                review_flow(browser, base, out)
             finally:
                 browser.close()
     finally:

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from . import audit, clients, configs, health, imports, operations, schemas
+from . import audit, change_requests, clients, configs, health, imports, operations, schemas
 
 ROUTERS: tuple[APIRouter, ...] = (
     schemas.router,
@@ -12,6 +12,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     clients.router,
     health.router,
     operations.router,
+    change_requests.router,
 )
 
 __all__ = ["ROUTERS"]

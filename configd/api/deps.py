@@ -34,6 +34,7 @@ from configd_core.records import json_depth
 from ..auth import Principal, Role, TokenBook
 from ..errors import BadRequest, RequestTooLarge, UnsupportedMediaType
 from ..metrics import ServerMetrics
+from ..services.change_requests import ChangeRequests
 from ..services.clients import ClientDirectory
 from ..services.configs import ConfigStore
 from ..services.health import ConsulHealth
@@ -61,6 +62,7 @@ class ServerState:
     health: Callable[[], ConsulHealth]
     tokens: TokenBook | TokenFile
     metrics: ServerMetrics
+    change_requests: ChangeRequests
     operations: Operations | None = None
 
 

@@ -26,7 +26,15 @@ from configd_core.errors import (
     VersionConflict,
 )
 
-from ..errors import BadRequest, Forbidden, RequestTooLarge, Unauthenticated, UnsupportedMediaType
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    RequestTooLarge,
+    ReviewRequired,
+    TransitionRefused,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
 from ..planning.audit import new_entry
 from .deps import ServerState, WriteAttempt
 from .models import ErrorBody
@@ -37,7 +45,9 @@ log = logging.getLogger("configd")
 # the ``error`` name of its body.
 STATUS_BY_ERROR: tuple[tuple[type[ConfigdError], int, str], ...] = (
     (Unauthenticated, 401, "unauthenticated"),
+    (ReviewRequired, 403, "review_required"),
     (Forbidden, 403, "forbidden"),
+    (TransitionRefused, 409, "conflict"),
     (BadRequest, 400, "bad_request"),
     (UnsupportedMediaType, 415, "unsupported_media_type"),
     (RequestTooLarge, 413, "too_large"),

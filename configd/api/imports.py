@@ -8,6 +8,7 @@ getting its outcome.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -39,14 +40,19 @@ def _named(namespace: str) -> bool:
     return True
 
 
-def _forbidden(principal: Principal, items: list[ImportItem]) -> list[ItemProblem]:
-    """Items the token may not write. An invalid namespace is left to the import's own checks (422, not 403)."""
+def _forbidden(
+    principal: Principal, items: list[ImportItem], reviewed: Callable[[Principal, str], object]
+) -> list[ItemProblem]:
+    """Items the token may not write (``reviewed`` refuses configs of a namespace under review to non-admins).
+    An invalid namespace is left to the import's own checks (422, not 403)."""
     problems: list[ItemProblem] = []
     for index, item in enumerate(items):
         if not _named(item.namespace):
             continue
         try:
             principal.authorize(ROLE_BY_KIND[item.kind], item.namespace)
+            if item.kind == "config":
+                reviewed(principal, item.namespace)
         except Forbidden as exc:
             problems.append(ItemProblem(index, item, exc))
     return problems
@@ -76,7 +82,7 @@ def import_documents(principal: Importer, body: ImportDoc, state: State, request
     ]
     _attribute(request, principal, items, body.message)
     try:
-        if forbidden := _forbidden(principal, items):
+        if forbidden := _forbidden(principal, items, state.change_requests.direct_write):
             raise import_rejection(forbidden, len(items))
         outcomes = state.store.import_items(items, actor=principal.name, message=body.message)
     except ImportRejected as exc:

@@ -217,11 +217,12 @@ def config_write(
     message: str,
     rollback_of: int | None = None,
     record_overhead: int = 4096,
+    action: str | None = None,
 ) -> ConfigWrite:
     """The records that make ``data`` the version after ``head`` (validated; ``canonical`` its bytes, ``sha`` theirs).
 
     ``record_overhead`` is passed to :func:`encode_data`: the larger it is, the sooner the data leaves the record
-    for gzip or blob chunks.
+    for gzip or blob chunks. ``action`` names the audit entry's action (default: push or rollback).
     """
     version = head.version + 1 if head else 1
     encoded = encode_data(data, canonical, record_overhead=record_overhead)
@@ -257,7 +258,7 @@ def config_write(
     )
     audit = new_entry(
         actor=actor,
-        action="rollback" if rollback_of is not None else "push",
+        action=action or ("rollback" if rollback_of is not None else "push"),
         namespace=namespace,
         name=name,
         result="created",

@@ -108,6 +108,8 @@ class _PushRequest:
     message: str
     expected_version: int | None
     rollback_of: int | None
+    audit_action: str | None = None
+    also: tuple[TxnOp, ...] = ()
 
 
 class ConfigStore:
@@ -271,6 +273,12 @@ class ConfigStore:
         plain, schema, canonical = self._plain(namespace, name, data, schema_head, head)
         return seal(self.keys.ring(), namespace, name, plain, schema, canonical)
 
+    def sealed_candidate(self, namespace: str, name: str, data: Any) -> Sealed:
+        """``data`` as a push would store it now — validated plain against the schema head, secret values sealed —
+        without writing it (a change request keeps its proposal in this form: never a plain secret in Consul)."""
+        current = self._read_heads(namespace, name)
+        return self._sealed(namespace, name, data, current.schema, current.head)
+
     def _read_heads(self, namespace: str, name: str) -> Heads:
         """The config head and the schema head as Consul has them now, in one round trip when both exist."""
         head_key, schema_key = self.layout.head(namespace, name), self.layout.schema_head(namespace, name)
@@ -320,8 +328,13 @@ class ConfigStore:
         message: str = "",
         expected_version: int | None = None,
         rollback_of: int | None = None,
+        audit_action: str | None = None,
+        also: tuple[TxnOp, ...] = (),
     ) -> PushResult:
         """Validate ``data`` and make it the new head in one CAS-guarded transaction.
+
+        ``audit_action`` names the audit entry's action (``push.emergency``); ``also`` are operations committed in
+        the same transaction (a change request's move to ``published`` and its audit entry).
 
         ``expected_version`` (0 = the config must not exist) makes the push conditional like an ETag: if the
         head is elsewhere, VersionConflict. Without it, a lost race is re-read and retried a few times.
@@ -331,7 +344,7 @@ class ConfigStore:
         validate_name(name, "name")
         checked_message(message)
         checked_author(actor)
-        request = _PushRequest(namespace, name, data, actor, message, expected_version, rollback_of)
+        request = _PushRequest(namespace, name, data, actor, message, expected_version, rollback_of, audit_action, also)
         attempts = 1 if expected_version is not None else PUSH_ATTEMPTS
         for attempt in range(attempts):
             try:
@@ -387,13 +400,15 @@ class ConfigStore:
             actor=request.actor,
             message=request.message,
             rollback_of=request.rollback_of,
+            action=request.audit_action,
         )
         # Chunks go first, each its own PUT, keyed by content hash: the head flip below stays one transaction,
         # and an orphan left by a lost race holds the same bytes any later writer would write.
         for key, chunk in write.chunk_puts(self.layout):
             self._gateway.put(key, chunk)
         try:
-            results = self._commit(push_transaction(self.layout, write, current), f"{namespace}/{name}")
+            ops = [*push_transaction(self.layout, write, current), *request.also]
+            results = self._commit(ops, f"{namespace}/{name}")
         except VersionConflict as exc:
             if not fresh:
                 raise

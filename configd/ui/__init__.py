@@ -1,5 +1,8 @@
 """The web UI (``/ui/``): server-rendered pages over the same store and tokens as the HTTP API."""
 
+from .review import router as _review_router
 from .routes import router
+
+router.include_router(_review_router)  # the editor and the change-request pages (configd/ui/review.py)
 
 __all__ = ["router"]

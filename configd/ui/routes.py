@@ -65,11 +65,15 @@ _STATIC = _PACKAGE / "static"
 _STATIC_NAME = re.compile(r"^[a-z0-9_-]+\.(css|js|svg)$")
 _MEDIA_TYPES = {"css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8", "svg": "image/svg+xml"}
 # Only this server's own files may run or style a page: a value that slipped past escaping still could not act.
+# The editor (CodeMirror) injects its theme as a <style> element carrying the page's nonce (``csp_nonce`` in the
+# template, fresh per response), and sets one inline style attribute, ``tab-size: 4``, allowed by its hash only.
+_EDITOR_STYLE_HASH = "'sha256-qokx773Tl626SVTuhxQSccr23ixTSkbnBXWRqLjyuIg='"
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'nonce-{nonce}' 'unsafe-hashes' "
+    + _EDITOR_STYLE_HASH
+    + "; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 _SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
@@ -126,9 +130,11 @@ def _session(request: Request) -> Session | None:
 
 
 def _render(request: Request, session: Session | None, page: Page) -> HTMLResponse:
-    values = {"me": session, "path": request.url.path, "nav": "", "back": "", **page.values}
+    nonce = secrets.token_urlsafe(16)
+    values = {"me": session, "path": request.url.path, "nav": "", "back": "", "csp_nonce": nonce, **page.values}
     html = _templates.get_template(page.template).render(values)
-    return HTMLResponse(html, status_code=page.status, headers=_SECURITY_HEADERS)
+    headers = {**_SECURITY_HEADERS, "Content-Security-Policy": _CSP.format(nonce=nonce)}
+    return HTMLResponse(html, status_code=page.status, headers=headers)
 
 
 def _status_of(exc: ConfigdError) -> int:
@@ -197,15 +203,15 @@ def _clients(state: ServerState, namespace: str) -> list[ClientView]:
 
 
 # --- sign-in ----------------------------------------------------------------------------------------------
-async def _read_form(request: Request) -> dict[str, str]:
-    """An urlencoded form body (the UI's only kind); refused when large or not a form."""
+async def _read_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
+    """An urlencoded form body (the UI's only kind); refused when larger than ``limit`` or not a form."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/x-www-form-urlencoded":
         raise BadRequest("expected a form (application/x-www-form-urlencoded)")
     raw = b""
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_FORM_BYTES:
+        if len(raw) > limit:
             raise BadRequest("the form is too large")
     try:
         return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
@@ -343,6 +349,8 @@ def config_page(request: Request, ns: str, name: str) -> Response:
                 "history": history,
                 "clients": clients,
                 "created": created,
+                "published": _query_int(request, "published"),
+                "can_edit": session.can_write(ns),
                 "unchanged": request.query_params.get("unchanged") == "1",
             },
         )
@@ -413,6 +421,7 @@ def _rollback(request: Request, session: Session, ns: str, name: str, form: dict
             if not csrf_valid_for(request, form):
                 raise Forbidden("this form has expired or was not issued by configd (CSRF check); reload the page")
             session.principal.authorize("editor", ns)
+            _state(request).change_requests.direct_write(session.principal, ns)  # ReviewRequired in a reviewed ns
             to_version = _form_int(form, "to_version")
             expected = _form_int(form, "expected_version") if form.get("expected_version") else None
         except (Forbidden, BadRequest) as exc:

@@ -12,6 +12,9 @@ Every key lives under one prefix (``configd`` by default)::
     <prefix>/retention/<ns>                        the namespace's retention policy (absent: keep everything)
     <prefix>/locks/<duty>                          leader-election lock, held by one replica's session
     <prefix>/maintenance/usage                     KV keys and bytes per namespace, written by the elected replica
+    <prefix>/policies/<ns>                         review policy of a namespace (approvals required, approvers)
+    <prefix>/change-requests/<id:012d>             change request: base, proposed document, approvals, state
+    <prefix>/change-request-seq                    the last change request id handed out (CAS counter)
 
 Heads sit apart from version bodies so that ONE blocking query on ``<prefix>/heads/<ns>/`` watches every
 config of a namespace and its responses stay small; a small document (≤ ``HEAD_INLINE_BYTES``) rides in its
@@ -48,6 +51,10 @@ MAX_SCHEMA_BYTES = 128 * 1024
 # Deepest nesting accepted in a config or schema document.
 MAX_JSON_DEPTH = 64
 MAX_MESSAGE_CHARS = 1000
+# A change request carries its proposed document inline and travels in the publish transaction beside the new
+# version record, so its document is capped well under MAX_RECORD_BYTES, and so are its comments.
+MAX_CHANGE_REQUEST_DOCUMENT_BYTES = 64 * 1024
+MAX_CHANGE_REQUEST_COMMENTS = 40
 MAX_AUTHOR_CHARS = 200
 
 NAME_MAX_LENGTH = 64
@@ -174,3 +181,18 @@ class KeyLayout:
             "audit": self.audit_prefix(namespace),
             "clients": self.clients_prefix(namespace),
         }
+
+    # --- review: namespace policies and change requests ---------------------------------------------
+    def policy(self, namespace: str) -> str:
+        return f"{self.prefix}/policies/{namespace}"
+
+    @property
+    def change_requests_root(self) -> str:
+        return f"{self.prefix}/change-requests/"
+
+    def change_request(self, request_id: int) -> str:
+        return f"{self.prefix}/change-requests/{version_segment(request_id)}"
+
+    @property
+    def change_request_seq(self) -> str:
+        return f"{self.prefix}/change-request-seq"

@@ -237,6 +237,59 @@ class AuditRecord(_Record):
     detail: str = ""
 
 
+ChangeRequestState = Literal["open", "approved", "published", "rejected", "withdrawn", "conflicted"]
+#: States a change request never leaves.
+FINAL_STATES: frozenset[str] = frozenset({"published", "rejected", "withdrawn"})
+
+
+class PolicyRecord(_Record):
+    """``policies/<ns>``: how changes to a namespace are reviewed (set by an admin).
+
+    ``approvers`` holds role names (``editor``, ``admin``: that role or higher) and token names.
+    """
+
+    kind: Literal["configd.policy"] = "configd.policy"
+    namespace: str
+    approvals_required: int = Field(ge=0, le=2)
+    approvers: list[str] = Field(default_factory=lambda: ["editor"])
+    updated_by: str
+    updated_at: str
+
+
+class ReviewEvent(_Record):
+    """One approval, rejection or comment on a change request."""
+
+    actor: str
+    at: str
+    message: str = ""
+
+
+class ChangeRequestRecord(_Record):
+    """``change-requests/<id>``: a proposed new version of one config, reviewed before it is published."""
+
+    kind: Literal["configd.change-request"] = "configd.change-request"
+    id: int = Field(ge=1)
+    namespace: str
+    name: str
+    base_version: int = Field(ge=0, description="the head the proposal started from (0: a new config)")
+    data: dict[str, Any] = Field(description="the proposed document")
+    sha256: str
+    author: str
+    message: str = ""
+    created_at: str
+    updated_at: str
+    state: ChangeRequestState = "open"
+    approvals: list[ReviewEvent] = Field(default_factory=list)
+    rejection: ReviewEvent | None = None
+    comments: list[ReviewEvent] = Field(default_factory=list)
+    published_version: int | None = None
+    published_by: str | None = None
+    conflict_head: int | None = Field(default=None, description="the head version found at publish (conflicted)")
+    publish_target: Literal["everyone"] = Field(
+        default="everyone", description="reserved: a rollout target arrives with rollouts (issue 13)"
+    )
+
+
 RECORD_MODELS: dict[str, type[_Record]] = {
     "head": HeadRecord,
     "version": VersionRecord,
@@ -244,6 +297,8 @@ RECORD_MODELS: dict[str, type[_Record]] = {
     "schema-version": SchemaVersionRecord,
     "client": ClientRecord,
     "audit": AuditRecord,
+    "policy": PolicyRecord,
+    "change-request": ChangeRequestRecord,
 }
 
 

@@ -429,3 +429,40 @@ def test_rotation_with_a_running_app(
         assert live.current.password.get_secret_value() == PW_2
         assert live.last_error is None
     editor.close()
+
+
+def test_a_change_request_keeps_its_proposal_sealed_and_publishes_the_secret(
+    keyed: tuple[ServerProcess, str, Path], gateway: ConsulGateway
+) -> None:
+    """Change requests are a write path too: the proposal is stored as a push would store it (sealed), reviewers
+    see masks, and publishing lands the secret, still sealed, as the head."""
+    server, namespace, keys_file = keyed
+    name = f"cr-{uuid.uuid4().hex[:6]}"
+    secret = "pw-proposed-Kd31sQ"
+    with server.client("admin") as admin:
+        assert admin.put(f"/api/v1/schemas/{namespace}/{name}", json=SCHEMA).status_code == 201
+        assert (
+            admin.put(f"/api/v1/configs/{namespace}/{name}", json={"data": {"host": "a", "password": PW_1}}).status_code
+            == 201
+        )
+    with server.client("editor") as editor:
+        proposed = editor.post(
+            "/api/v1/change-requests",
+            json={"namespace": namespace, "name": name, "data": {"host": "b", "password": secret}, "message": "rotate"},
+        )
+        assert proposed.status_code == 201, proposed.text
+        request_id = proposed.json()["id"]
+        stored = kv_dump(gateway, f"{server.prefix}/")
+        assert secret not in stored and PW_1 not in stored  # the proposal rests sealed in Consul
+        for path in (f"/api/v1/change-requests/{request_id}", "/api/v1/change-requests"):
+            assert secret not in editor.get(path).text
+    with server.client("admin") as admin:
+        published = admin.post(f"/api/v1/change-requests/{request_id}/publish", json={})
+        assert published.status_code == 200, published.text
+        head = admin.get(f"/api/v1/configs/{namespace}/{name}").json()
+    assert head["version"] == 2 and head["data"]["host"] == "b" and head["data"]["password"] != secret
+    stored = kv_dump(gateway, f"{server.prefix}/")
+    assert secret not in stored
+    ring = KeyRing.from_file(keys_file)
+    record, _ = _head(gateway, server.layout.head(namespace, name))
+    assert open_document(ring, namespace, name, record.inline_data())["password"] == secret
