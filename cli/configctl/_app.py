@@ -62,6 +62,7 @@ def _root(
 def _register() -> None:
     from ._cmd_configs import configs_app
     from ._cmd_observe import observe_app
+    from ._cmd_projections import projections_app
     from ._cmd_schema import schema_app
     from ._cmd_sync import sync_app
 
@@ -69,6 +70,9 @@ def _register() -> None:
     app.add_typer(schema_app, name="schema", help="Register and read the JSON Schema of a config.")
     app.add_typer(sync_app)
     app.add_typer(observe_app)
+    app.add_typer(
+        projections_app, name="projections", help="Project configs to plain Consul keys (Viper, Spring, templates)."
+    )
 
 
 _register()

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from . import audit, clients, configs, health, imports, schemas
+from . import audit, clients, configs, health, imports, ofrep, projections, schemas
 
 ROUTERS: tuple[APIRouter, ...] = (
     schemas.router,
@@ -11,6 +11,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     audit.router,
     clients.router,
     health.router,
+    projections.router,
+    ofrep.router,
 )
 
 __all__ = ["ROUTERS"]

@@ -20,6 +20,7 @@ from configd_core.layout import CONSUL_TXN_MAX_OPS, KeyLayout, validate_name
 from configd_core.records import HeadRecord, SchemaHeadRecord, SchemaRef, VersionRecord, decode_data, sha256_hex
 
 from ..planning.bulk import ImportItem, ImportOutcome
+from ..planning.projections import ProjectionKeyTaken
 from ..planning.validation import config_errors
 from ..planning.writes import (
     Heads,
@@ -33,6 +34,7 @@ from ..planning.writes import (
 from .audit import AuditLog
 from .heads import KnownHeads
 from .imports import BulkImporter
+from .projections import ProjectionService
 from .schemas import SchemaRegistry, SchemaResult
 
 WriteStatus = Literal["created", "unchanged"]
@@ -111,6 +113,7 @@ class ConfigStore:
         self.schemas = SchemaRegistry(gateway, self.layout)
         self._known = KnownHeads()
         self._importer = BulkImporter(gateway, self.layout, self.schemas, self._known, self.current_data)
+        self.projections = ProjectionService(gateway, self.layout, self.schemas, self.current_data)
 
     # --- reads -------------------------------------------------------------------------------------
     def _head(self, namespace: str, name: str) -> tuple[HeadRecord, KVEntry] | None:
@@ -296,6 +299,8 @@ class ConfigStore:
         for attempt in range(attempts):
             try:
                 return self._push_attempt(request)
+            except ProjectionKeyTaken:
+                raise
             except VersionConflict:
                 if attempt + 1 >= attempts:
                     raise
@@ -351,10 +356,12 @@ class ConfigStore:
         )
         # Chunks go first, each its own PUT, keyed by content hash: the head flip below stays one transaction,
         # and an orphan left by a lost race holds the same bytes any later writer would write.
+        projection = self.projections.plan(namespace, name, data, schema_head, fresh=fresh)
+        extra, deferred = projection.inline(push_transaction(self.layout, write, current))
         for key, chunk in write.chunk_puts(self.layout):
             self._gateway.put(key, chunk)
         try:
-            results = self._commit(push_transaction(self.layout, write, current), f"{namespace}/{name}")
+            results = self._commit(push_transaction(self.layout, write, current, extra), f"{namespace}/{name}")
         except VersionConflict as exc:
             if not fresh:
                 raise
@@ -364,6 +371,8 @@ class ConfigStore:
             raise VersionConflict(str(exc), expected=live_version, actual=actual) from exc
         committed = Heads(write.head, results[2].modify_index, schema_head, current.schema_index)
         self._known.put(namespace, name, committed)
+        if deferred:  # too large to ride with the head: written right after it (docs/storage.md)
+            self.projections.sync_quietly(namespace, name)
         return PushResult("created", write.head)
 
     def _commit(self, ops: list[TxnOp], what: str) -> list[KVEntry]:
@@ -409,7 +418,11 @@ class ConfigStore:
         head, entry = found
         self._known.forget(namespace, name)
         write = delete_write(head, actor=actor, message=message)
-        self._commit(write.ops(self.layout, entry.modify_index), f"{namespace}/{name}")
+        removal = self.projections.plan(namespace, name, None, None)
+        extra, deferred = removal.inline(write.ops(self.layout, entry.modify_index))
+        self._commit(write.ops(self.layout, entry.modify_index, extra), f"{namespace}/{name}")
+        if deferred:
+            self.projections.sync_quietly(namespace, name)
         return PushResult("created", write.tombstone)
 
     def register_schema(
@@ -422,13 +435,28 @@ class ConfigStore:
             return self.current_data(found[0] if found else None)
 
         self._known.forget(namespace, name)
-        return self.schemas.register(
+        result = self.schemas.register(
             namespace, name, schema, actor=actor, message=message, force=force, current_config=current
         )
+        self._reproject([(namespace, name)])  # the new schema may mark other fields secret
+        return result
 
     def import_items(self, items: list[ImportItem], *, actor: str, message: str = "") -> list[ImportOutcome]:
         """Write many schemas and configs at once; one outcome per item, in item order (see :class:`BulkImporter`)."""
-        return self._importer.import_items(items, actor=actor, message=message)
+        outcomes = self._importer.import_items(items, actor=actor, message=message)
+        self._reproject(sorted({(o.item.namespace, o.item.name) for o in outcomes if o.status == "created"}))
+        return outcomes
+
+    def _reproject(self, refs: list[tuple[str, str]]) -> None:
+        """Project configs whose head or schema a write moved without their projection (import, schema
+        registration): after the write, one settings read per namespace, nothing for configs not projected."""
+        settings: dict[str, Any] = {}
+        for namespace, name in refs:
+            if namespace not in settings:
+                settings[namespace] = self.projections.settings(namespace)[0]
+            record = settings[namespace]
+            if record is not None and (record.every_config or name in record.configs):
+                self.projections.sync_quietly(namespace, name)
 
     def current_data(self, head: HeadRecord | None) -> Any | None:
         """The document a live head points to: carried in the head when small, else read from its version."""

@@ -9,6 +9,8 @@ Every key lives under one prefix (``configd`` by default)::
     <prefix>/schemas/versions/<ns>/<name>/<v:012d> schema version record
     <prefix>/audit/<ns>/<at>-<id>                  audit entry of an accepted or rejected write
     <prefix>/clients/<ns>/<instance>               SDK instance registration, bound to a Consul session
+    <prefix>/projections/<ns>                      projection settings of a namespace and its configs
+    <any key outside the prefix>                   a projection's keys (document, spring, tree), Consul Flags = owner
 
 Heads sit apart from version bodies so that ONE blocking query on ``<prefix>/heads/<ns>/`` watches every
 config of a namespace and its responses stay small; a small document (≤ ``HEAD_INLINE_BYTES``) rides in its
@@ -45,6 +47,8 @@ MAX_SCHEMA_BYTES = 128 * 1024
 # Deepest nesting accepted in a config or schema document.
 MAX_JSON_DEPTH = 64
 MAX_MESSAGE_CHARS = 1000
+# Keys one config may project (a tree projection writes one per leaf): past this a push is refused.
+MAX_PROJECTED_KEYS = 4096
 MAX_AUTHOR_CHARS = 200
 
 NAME_MAX_LENGTH = 64
@@ -144,3 +148,11 @@ class KeyLayout:
 
     def client(self, namespace: str, instance_id: str) -> str:
         return f"{self.prefix}/clients/{namespace}/{instance_id}"
+
+    # --- projections (docs/interop.md) -----------------------------------------------------------
+    @property
+    def projections_root(self) -> str:
+        return f"{self.prefix}/projections/"
+
+    def projections(self, namespace: str) -> str:
+        return f"{self.prefix}/projections/{namespace}"

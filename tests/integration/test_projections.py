@@ -1,0 +1,297 @@
+"""Projections against the real server and Consul, read back with Consul's own CLI (`consul kv get`,
+`consul watch -type=key` and `-type=keyprefix`): clients nobody here wrote."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from configctl._app import app
+from configd.devagent import consul_binary
+from configd.planning.projections import owner_flags
+from configd_core.consul import ConsulGateway
+from configd_core.records import pretty_json
+from tests.conftest import ServerProcess, kv_tree
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "db": {
+            "type": "object",
+            "properties": {"host": {"type": "string"}, "password": {"type": "string", "writeOnly": True}},
+        },
+        "api_key": {"$ref": "#/$defs/secret"},
+    },
+    "$defs": {"secret": {"type": "string", "x-configd-secret": True}},
+}
+V1: dict[str, Any] = {"db": {"host": "db1", "password": "s3cret"}, "api_key": "k-1", "retries": 3, "tags": ["a", "b"]}
+V2: dict[str, Any] = {"db": {"host": "db2", "password": "s3cret"}, "api_key": "k-1", "retries": 4}
+PUBLIC_V1 = {"db": {"host": "db1"}, "retries": 3, "tags": ["a", "b"]}
+PUBLIC_V2 = {"db": {"host": "db2"}, "retries": 4}
+
+
+def consul(server: ServerProcess, *args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    """Consul's own CLI against the session's agent (CONSUL_HTTP_ADDR, as its docs say)."""
+    return subprocess.run(
+        [consul_binary(), *args],
+        env={**os.environ, "CONSUL_HTTP_ADDR": server.consul_addr},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def kv_get(server: ServerProcess, key: str) -> str | None:
+    """``consul kv get KEY``: the value as Consul's CLI prints it (None when the key does not exist)."""
+    done = consul(server, "kv", "get", key)
+    if done.returncode != 0:
+        assert "No key exists" in done.stderr, done.stderr
+        return None
+    return done.stdout
+
+
+def cli(server: ServerProcess, *args: str, token: str = "admin") -> Any:
+    env = {"CONFIGD_URL": server.base_url, "CONFIGD_TOKEN": server.tokens[token], "COLUMNS": "250"}
+    return CliRunner(env=env).invoke(app, list(args))
+
+
+def api(server: ServerProcess, method: str, path: str, body: Any = None, token: str = "admin") -> Any:
+    with server.client(token) as http:
+        return http.request(method, path, json=body)
+
+
+def push(server: ServerProcess, ref: str, data: dict[str, Any]) -> int:
+    answer = api(server, "PUT", f"/api/v1/configs/{ref}", {"data": data})
+    assert answer.status_code in (200, 201), answer.text
+    version: int = answer.json()["version"]
+    return version
+
+
+@pytest.fixture
+def ref(server: ServerProcess, unique_ns: str) -> str:
+    ref = f"{unique_ns}/service"
+    assert api(server, "PUT", f"/api/v1/schemas/{ref}", SCHEMA).status_code == 201
+    push(server, ref, V1)
+    return ref
+
+
+@pytest.fixture
+def keys() -> str:
+    """A key prefix outside configd's, unique to the test."""
+    return f"apps-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_document_follows_push_rollback_and_delete_byte_for_byte(
+    server: ServerProcess, gateway: ConsulGateway, ref: str, keys: str
+) -> None:
+    key = f"{keys}/service.json"
+    done = cli(server, "projections", "set", ref, "--document", key)
+    assert done.exit_code == 0, done.output
+    assert key in done.output
+    # Written at once for the current head; `consul kv get` prints the value and one newline.
+    assert kv_get(server, key) == pretty_json(PUBLIC_V1) + "\n"
+    entry = gateway.get(key)
+    assert entry is not None and entry.value == pretty_json(PUBLIC_V1).encode()
+    assert entry.flags == owner_flags(*ref.split("/"))
+
+    push(server, ref, V2)
+    assert kv_get(server, key) == pretty_json(PUBLIC_V2) + "\n"
+    answer = api(server, "POST", f"/api/v1/configs/{ref}/rollback", {"to_version": 1})
+    assert answer.status_code == 201, answer.text
+    assert json.loads(kv_get(server, key) or "") == PUBLIC_V1
+
+    # YAML at another key: the JSON key is deleted (configd wrote it), the YAML one written.
+    yaml_key = f"{keys}/service.yaml"
+    assert cli(server, "projections", "set", ref, "--document", yaml_key, "--format", "yaml").exit_code == 0
+    assert kv_get(server, key) is None
+    assert yaml.safe_load(kv_get(server, yaml_key) or "") == PUBLIC_V1
+
+    listed = cli(server, "projections", "ls", ref.split("/")[0], "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [(r["kind"], r["format"], r["keys"]) for r in json.loads(listed.output)] == [
+        ("document", "yaml", [yaml_key])
+    ]
+
+    assert api(server, "DELETE", f"/api/v1/configs/{ref}").status_code == 200
+    assert kv_get(server, yaml_key) is None
+    push(server, ref, V2)  # re-created: projected again
+    assert yaml.safe_load(kv_get(server, yaml_key) or "") == PUBLIC_V2
+
+    assert cli(server, "projections", "unset", ref).exit_code == 0
+    assert kv_get(server, yaml_key) is None
+    assert json.loads(cli(server, "projections", "ls", ref.split("/")[0], "--json").output) == []
+
+
+def test_spring_and_tree_with_deleted_leaves(server: ServerProcess, gateway: ConsulGateway, ref: str, keys: str) -> None:
+    namespace, name = ref.split("/")
+    app_name = f"app-{keys}"
+    done = cli(server, "projections", "set", ref, "--spring", f"{app_name},{name}", "--tree", f"{keys}/env")
+    assert done.exit_code == 0, done.output
+    spring_key = f"config/{app_name},{name}/data"
+    assert yaml.safe_load(kv_get(server, spring_key) or "") == PUBLIC_V1
+    tree = {k: v for k, (v, _) in kv_tree(gateway, f"{keys}/env/").items()}
+    assert sorted(tree) == [f"{keys}/env/db/host", f"{keys}/env/retries", f"{keys}/env/tags/0", f"{keys}/env/tags/1"]
+    assert kv_get(server, f"{keys}/env/retries") == "3\n"
+    assert kv_get(server, f"{keys}/env/db/host") == "db1\n"
+    assert kv_get(server, f"{keys}/env/db/password") is None  # secrets are never projected
+
+    # A key under the prefix that configd did not write survives every later write.
+    assert consul(server, "kv", "put", f"{keys}/env/manual", "ops").returncode == 0
+    push(server, ref, V2)  # tags disappear
+    assert sorted(kv_tree(gateway, f"{keys}/env/")) == [
+        f"{keys}/env/db/host",
+        f"{keys}/env/manual",
+        f"{keys}/env/retries",
+    ]
+    assert kv_get(server, f"{keys}/env/db/host") == "db2\n"
+    assert yaml.safe_load(kv_get(server, spring_key) or "") == PUBLIC_V2
+    assert kv_get(server, f"{keys}/env/manual") == "ops\n"
+    try:
+        assert cli(server, "projections", "unset", ref).exit_code == 0
+        assert sorted(kv_tree(gateway, f"{keys}/env/")) == [f"{keys}/env/manual"]
+        assert kv_get(server, spring_key) is None
+    finally:
+        gateway.delete(f"{keys}/", recurse=True)
+
+
+def test_a_key_configd_did_not_write_is_never_overwritten(
+    server: ServerProcess, gateway: ConsulGateway, ref: str, keys: str
+) -> None:
+    key = f"{keys}/taken.json"
+    assert consul(server, "kv", "put", key, "owned by ops").returncode == 0
+    before = kv_tree(gateway, f"{server.prefix}/projections/") | kv_tree(gateway, f"{keys}/")
+    answer = api(server, "PUT", f"/api/v1/projections/{ref}", {"document": {"key": key}})
+    assert answer.status_code == 409, answer.text
+    assert "not written by configd" in answer.json()["detail"] and answer.json()["error"] == "VersionConflict"
+    assert kv_tree(gateway, f"{server.prefix}/projections/") | kv_tree(gateway, f"{keys}/") == before
+    assert kv_get(server, key) == "owned by ops\n"
+    done = cli(server, "projections", "set", ref, "--document", key)
+    assert done.exit_code == 3 and "not written by configd" in done.output
+
+    # Projected, then overwritten by someone else: the next push is refused whole (head included).
+    own = f"{keys}/own.json"
+    assert api(server, "PUT", f"/api/v1/projections/{ref}", {"document": {"key": own}}).status_code == 200
+    assert consul(server, "kv", "put", own, "hand edit").returncode == 0
+    head_before = gateway.get(server.layout.head(*ref.split("/")))
+    refused = api(server, "PUT", f"/api/v1/configs/{ref}", {"data": V2})
+    assert refused.status_code == 409 and own in refused.json()["detail"]
+    head_after = gateway.get(server.layout.head(*ref.split("/")))
+    assert head_before is not None and head_after is not None
+    assert head_after.modify_index == head_before.modify_index
+    assert kv_get(server, own) == "hand edit\n"
+
+    # Unusable targets are refused with nothing written.
+    for body in (
+        {"document": {"key": f"{server.prefix}/heads/x"}},
+        {"document": {"key": "/leading"}},
+        {"spring": "bad/app"},
+        {},
+    ):
+        assert api(server, "PUT", f"/api/v1/projections/{ref}", body).status_code == 422, body
+    assert api(server, "PUT", f"/api/v1/projections/{ref}", {"tree": "x/"}, token="editor").status_code == 403
+    gateway.delete(f"{keys}/", recurse=True)
+
+
+def test_namespace_wide_projection_import_and_a_tree_beyond_one_transaction(
+    server: ServerProcess, gateway: ConsulGateway, unique_ns: str, keys: str
+) -> None:
+    items = [{"kind": "schema", "namespace": unique_ns, "name": n, "document": {"type": "object"}} for n in "ab"]
+    items += [{"kind": "config", "namespace": unique_ns, "name": n, "document": {"n": n}} for n in "ab"]
+    assert api(server, "POST", "/api/v1/import", {"items": items}).status_code in (200, 201)
+    refused = api(server, "PUT", f"/api/v1/projections/{unique_ns}", {"document": {"key": f"{keys}/all.json"}})
+    assert refused.status_code == 422 and "{name}" in refused.json()["detail"]
+    answer = api(server, "PUT", f"/api/v1/projections/{unique_ns}", {"document": {"key": f"{keys}/{{name}}.json"}})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["projections"][0]["keys"] == [f"{keys}/a.json", f"{keys}/b.json"]
+    assert json.loads(kv_get(server, f"{keys}/a.json") or "") == {"n": "a"}
+
+    # An import moves heads: their projections follow.
+    items = [{"kind": "config", "namespace": unique_ns, "name": "a", "document": {"n": "a2"}}]
+    assert api(server, "POST", "/api/v1/import", {"items": items}).status_code in (200, 201)
+    assert json.loads(kv_get(server, f"{keys}/a.json") or "") == {"n": "a2"}
+
+    # 150 leaves: more than one transaction holds, so the head lands first and the leaves right after it.
+    big = {f"k{i:03d}": i for i in range(150)}
+    push(server, f"{unique_ns}/b", big)
+    assert api(server, "PUT", f"/api/v1/projections/{unique_ns}/b", {"tree": f"{keys}/tree"}).status_code == 200
+    assert len(kv_tree(gateway, f"{keys}/tree/")) == 150
+    push(server, f"{unique_ns}/b", {f"k{i:03d}": i + 1 for i in range(100)})
+    leaves = kv_tree(gateway, f"{keys}/tree/")
+    assert len(leaves) == 100 and kv_get(server, f"{keys}/tree/k099") == "100\n"
+    assert json.loads(kv_get(server, f"{keys}/b.json") or "") == {f"k{i:03d}": i + 1 for i in range(100)}
+    assert api(server, "DELETE", f"/api/v1/projections/{unique_ns}").status_code == 200
+    assert kv_get(server, f"{keys}/a.json") is None and len(kv_tree(gateway, f"{keys}/tree/")) == 100
+    gateway.delete(f"{keys}/", recurse=True)
+
+
+@pytest.fixture
+def watches(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def test_consul_watch_fires_with_the_new_content(
+    server: ServerProcess, ref: str, keys: str, tmp_path: Path, watches: list[subprocess.Popen[bytes]]
+) -> None:
+    key, prefix = f"{keys}/doc.json", f"{keys}/env/"
+    assert cli(server, "projections", "set", ref, "--document", key, "--tree", prefix).exit_code == 0
+    outputs = {}
+    for kind, arg in (("key", f"-key={key}"), ("keyprefix", f"-prefix={prefix}")):
+        out = tmp_path / f"{kind}.jsonl"
+        # The handler gets the watch's JSON on stdin, once now and once per change: one line per call.
+        handler = f"tr -d '\\n' >> {out}; echo >> {out}"
+        watches.append(
+            subprocess.Popen(
+                [consul_binary(), "watch", f"-http-addr={server.consul_addr}", f"-type={kind}", arg, handler],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        outputs[kind] = out
+
+    def calls(kind: str) -> list[Any]:
+        path = outputs[kind]
+        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+    assert wait_for(lambda: bool(calls("key")) and bool(calls("keyprefix")))
+    push(server, ref, V2)
+
+    def key_has_v2() -> bool:
+        found = calls("key")
+        return bool(found) and base64.b64decode(found[-1]["Value"]) == pretty_json(PUBLIC_V2).encode()
+
+    def prefix_has_v2() -> bool:
+        found = calls("keyprefix")
+        if not found:
+            return False
+        values = {e["Key"]: base64.b64decode(e["Value"]).decode() for e in found[-1]}
+        return values == {f"{prefix}db/host": "db2", f"{prefix}retries": "4"}
+
+    assert wait_for(key_has_v2), calls("key")
+    assert wait_for(prefix_has_v2), calls("keyprefix")
