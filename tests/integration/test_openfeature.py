@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from openfeature import api
 from openfeature.event import EventDetails, ProviderEvent
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 from openfeature.provider import ProviderStatus
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from configd.devagent import free_ports
 from configd_client import ConfigClient
