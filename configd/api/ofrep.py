@@ -11,9 +11,11 @@ any role, and only namespaces the token covers.
   the OpenFeature SDK checks the type on its side (its TYPE_MISMATCH).
 - ``POST /ofrep/v1/evaluate/flags`` (bulk) → 200 ``{"flags": [...], "metadata": {...}}`` with an ``ETag``; the
   same ``If-None-Match`` → 304. The flags are every value that is not an object (scalars and arrays) of every live
-  config in the namespaces named by the context attribute ``configd.namespace`` (a string or a list of them),
-  each of which the token must cover; without it, every namespace the token covers. The ETag is computed from the
+  config in the namespaces named by the context attribute ``configd.namespace`` (a string or a list of them), each
+  of which the token must cover; without it, every namespace the token covers. The ETag is computed from the
   namespaces and the (config, version, sha256) of every config in them, before any document is read.
+
+Secret fields (``writeOnly`` or ``x-configd-secret`` in the schema) are never flags, as they are never projected.
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def _evaluate_one(store: ConfigStore, principal: Principal, key: str) -> dict[st
     if not principal.covers(flag.namespace):
         raise Forbidden(f"token {principal.name!r} may not access namespace {flag.namespace!r}")
     head = store.head(flag.namespace, flag.name)
-    value = resolve_pointer(store.current_data(head), flag.pointer)
+    document = store.projections.public(flag.namespace, flag.name, store.current_data(head))
+    value = resolve_pointer(document, flag.pointer)
     return _evaluated(key, head, value)
 
 
@@ -129,7 +132,8 @@ def _bulk(store: ConfigStore, principal: Principal, context: dict[str, Any], if_
     flags = []
     for head in heads:
         ref = f"{head.namespace}/{head.name}"
-        for pointer, value in flag_leaves(store.current_data(head)):
+        document = store.projections.public(head.namespace, head.name, store.current_data(head))
+        for pointer, value in flag_leaves(document):
             flags.append(_evaluated(ref + pointer, head, value))
     return JSONResponse({"flags": flags, "metadata": {"namespaces": namespaces}}, headers={"ETag": etag})
 

@@ -143,6 +143,12 @@ class ProjectionService:
         except ValidationFailed:
             return None
 
+    def public(self, namespace: str, name: str, document: dict[str, Any]) -> dict[str, Any]:
+        """``document`` without the fields the config's current schema marks secret (what projections and OFREP
+        hand to clients)."""
+        schema = self._schemas.head(namespace, name)
+        return projected_document(document, self._schema(schema[0] if schema else None))
+
     # --- planning a write ------------------------------------------------------------------------------
     def _existing(self, found: list[Target]) -> list[KVEntry]:
         entries: dict[str, KVEntry] = {}

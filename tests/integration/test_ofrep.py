@@ -7,8 +7,13 @@ from typing import Any
 
 from tests.conftest import ServerProcess
 
-SCHEMA = {"type": "object"}
-FLAGS: dict[str, Any] = {"features": {"new_checkout": True, "banner": "spring"}, "regions": ["eu"], "limit": 5}
+SCHEMA = {"type": "object", "properties": {"token": {"type": "string", "writeOnly": True}}}
+FLAGS: dict[str, Any] = {
+    "features": {"new_checkout": True, "banner": "spring"},
+    "regions": ["eu"],
+    "limit": 5,
+    "token": "secret",
+}
 
 
 def setup(server: ServerProcess, ref: str, data: dict[str, Any]) -> None:
@@ -37,6 +42,8 @@ def test_single_flag_evaluation_percent_encoded_and_errors(server: ServerProcess
         missing = http.post(f"/ofrep/v1/evaluate/flags/{ref}/features/absent", json={"context": {}})
         assert missing.status_code == 404
         assert missing.json()["errorCode"] == "FLAG_NOT_FOUND" and missing.json()["key"] == f"{ref}/features/absent"
+        secret = http.post(f"/ofrep/v1/evaluate/flags/{ref}/token", json={})  # secret fields are never flags
+        assert (secret.status_code, secret.json()["errorCode"]) == (404, "FLAG_NOT_FOUND")
         no_config = http.post(f"/ofrep/v1/evaluate/flags/{unique_ns}/nothing/x", json={})
         assert (no_config.status_code, no_config.json()["errorCode"]) == (404, "FLAG_NOT_FOUND")
         bad_key = http.post("/ofrep/v1/evaluate/flags/NOT%20A%20KEY", json={})

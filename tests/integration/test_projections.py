@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -161,6 +162,12 @@ def test_spring_and_tree_with_deleted_leaves(
     tree = {k: v for k, (v, _) in kv_tree(gateway, f"{keys}/env/").items()}
     assert sorted(tree) == [f"{keys}/env/db/host", f"{keys}/env/retries", f"{keys}/env/tags/0", f"{keys}/env/tags/1"]
     assert kv_get(server, f"{keys}/env/retries") == "3\n"
+
+    # The UI's config page shows what is projected where.
+    with httpx.Client(base_url=server.base_url, headers={"Origin": server.base_url}, timeout=30) as ui:
+        assert ui.post("/ui/login", data={"token": server.tokens["reader"], "next": "/ui/"}).status_code == 303
+        page = ui.get(f"/ui/configs/{ref}").text
+        assert 'id="projections"' in page and spring_key in page and f"{keys}/env/" in page
     assert kv(gateway, f"{keys}/env/db/host") == "db1"
     assert kv(gateway, f"{keys}/env/db/password") is None  # secrets are never projected
 
