@@ -13,7 +13,8 @@ any role, and only namespaces the token covers.
   same ``If-None-Match`` → 304. The flags are every value that is not an object (scalars and arrays) of every live
   config in the namespaces named by the context attribute ``configd.namespace`` (a string or a list of them), each
   of which the token must cover; without it, every namespace the token covers. The ETag is computed from the
-  namespaces and the (config, version, sha256) of every config in them, before any document is read.
+  namespaces, the (config, version, sha256) of every config and the schema versions in them, before any document
+  is read.
 
 Secret fields (``writeOnly`` or ``x-configd-secret`` in the schema) are never flags, as they are never projected.
 """
@@ -125,7 +126,9 @@ def _namespaces(store: ConfigStore, principal: Principal, context: dict[str, Any
 def _bulk(store: ConfigStore, principal: Principal, context: dict[str, Any], if_none_match: str | None) -> Response:
     namespaces = _namespaces(store, principal, context)
     heads = [head for namespace in namespaces for head in store.heads(namespace)]
-    state = [namespaces, [(h.namespace, h.name, h.version, h.sha256) for h in heads]]
+    schemas = [(s.namespace, s.name, s.version) for namespace in namespaces for s in store.schemas.heads(namespace)]
+    # The schemas count too: a new schema version may mark a field secret (no longer a flag).
+    state = [namespaces, [(h.namespace, h.name, h.version, h.sha256) for h in heads], schemas]
     etag = f'"{sha256_hex(canonical_json(state))[:32]}"'
     if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
         return Response(status_code=304, headers={"ETag": etag})
