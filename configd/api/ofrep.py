@@ -26,6 +26,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from configd_core.errors import InvalidName, NotFound
@@ -36,11 +37,53 @@ from configd_core.records import HeadRecord, canonical_json, sha256_hex
 from ..auth import Principal
 from ..errors import Forbidden
 from ..services.configs import ConfigStore
-from .deps import Reader, Store
+from .deps import Reader, Store, body_openapi
+from .models import ErrorBody
 
 router = APIRouter(prefix="/ofrep/v1", tags=["ofrep"])
 
 NAMESPACE_ATTRIBUTE = "configd.namespace"
+
+
+class EvaluationRequest(BaseModel):
+    context: dict[str, Any] = Field(default_factory=dict, description="the evaluation context (not used to target)")
+
+
+class Evaluation(BaseModel):
+    key: str
+    value: Any = Field(json_schema_extra={"nullable": True})
+    reason: str
+    variant: str = Field(description="v<version>: the config version the value comes from")
+    metadata: dict[str, Any]
+
+
+class EvaluationFailure(BaseModel):
+    key: str | None = None
+    errorCode: str = Field(description="FLAG_NOT_FOUND, PARSE_ERROR or INVALID_CONTEXT")
+    errorDetails: str
+
+
+class BulkEvaluation(BaseModel):
+    flags: list[Evaluation | EvaluationFailure]
+    metadata: dict[str, Any]
+
+
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
+_SINGLE: dict[int | str, dict[str, Any]] = {
+    200: {"model": Evaluation, "description": "the flag's value"},
+    400: {"model": EvaluationFailure, "description": "PARSE_ERROR or INVALID_CONTEXT"},
+    404: {"model": EvaluationFailure, "description": "FLAG_NOT_FOUND"},
+    **_AUTH_ERRORS,
+    503: {"model": ErrorBody},
+}
+_BULK: dict[int | str, dict[str, Any]] = {
+    200: {"model": BulkEvaluation, "description": "every flag of the namespaces, with an ETag"},
+    304: {"description": "unchanged since the If-None-Match ETag"},
+    400: {"model": EvaluationFailure, "description": "PARSE_ERROR or INVALID_CONTEXT"},
+    **_AUTH_ERRORS,
+    422: {"model": ErrorBody},
+    503: {"model": ErrorBody},
+}
 
 
 def _evaluated(key: str, head: HeadRecord, value: Any) -> dict[str, Any]:
@@ -91,7 +134,13 @@ def _evaluate_one(store: ConfigStore, principal: Principal, key: str) -> dict[st
     return _evaluated(key, head, value)
 
 
-@router.post("/evaluate/flags/{key:path}", summary="Evaluate one flag (OFREP)")
+@router.post(
+    "/evaluate/flags/{key:path}",
+    summary="Evaluate one flag (OFREP)",
+    responses=_SINGLE,
+    response_class=JSONResponse,
+    openapi_extra=body_openapi(EvaluationRequest),
+)
 async def evaluate_flag(key: str, request: Request, principal: Reader, store: Store) -> JSONResponse:
     try:
         await _context(request)
@@ -141,7 +190,13 @@ def _bulk(store: ConfigStore, principal: Principal, context: dict[str, Any], if_
     return JSONResponse({"flags": flags, "metadata": {"namespaces": namespaces}}, headers={"ETag": etag})
 
 
-@router.post("/evaluate/flags", summary="Evaluate every flag of the context's namespaces (OFREP bulk)")
+@router.post(
+    "/evaluate/flags",
+    summary="Evaluate every flag of the context's namespaces (OFREP bulk)",
+    responses=_BULK,
+    response_class=JSONResponse,
+    openapi_extra=body_openapi(EvaluationRequest),
+)
 async def evaluate_flags(request: Request, principal: Reader, store: Store) -> Response:
     try:
         context = await _context(request)

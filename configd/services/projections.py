@@ -143,9 +143,11 @@ class ProjectionService:
         except ValidationFailed:
             return None
 
-    def public(self, namespace: str, name: str, document: dict[str, Any]) -> dict[str, Any]:
-        """``document`` without the fields the config's current schema marks secret (what projections and OFREP
-        hand to clients)."""
+    def public(self, namespace: str, name: str, document: Any) -> dict[str, Any]:
+        """``document`` (a live head's) without the fields the config's current schema marks secret (what
+        projections and OFREP hand to clients)."""
+        if not isinstance(document, dict):
+            return {}
         schema = self._schemas.head(namespace, name)
         return projected_document(document, self._schema(schema[0] if schema else None))
 

@@ -18,7 +18,7 @@ from openfeature.provider import ProviderStatus
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from configd.devagent import free_ports
-from configd_client import ConfigClient
+from configd_client import ConfigClient, ConfigdError
 from configd_client.openfeature import ConfigdProvider
 from tests.conftest import ServerProcess
 
@@ -171,3 +171,23 @@ def test_stale_while_running_from_the_cache(server: ServerProcess, unique_ns: st
     finally:
         api.clear_providers()  # also drops the handlers
         offline.close()
+
+
+@pytest.mark.timeout(60)
+def test_provider_builds_its_client_from_the_environment(
+    server: ServerProcess, unique_ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = f"{unique_ns}/service"
+    push(server, ref, FLAGS, schema=True)
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", server.consul_addr)
+    monkeypatch.setenv("CONFIGD_PREFIX", server.prefix)
+    monkeypatch.setenv("CONFIGD_CACHE_DIR", str(tmp_path / "cache"))
+    provider = ConfigdProvider()
+    api.set_provider_and_wait(provider)
+    try:
+        assert api.get_client().get_string_value(f"{ref}/features/banner", "") == "spring"
+        assert provider.client.layout.prefix == server.prefix
+    finally:
+        api.clear_providers()  # shuts the provider down, which closes the client it built
+    with pytest.raises(ConfigdError, match="closed"):  # the provider's own client, closed by its shutdown
+        provider.client.settings(AnyDocument, ref, timeout=1)

@@ -23,6 +23,7 @@ from configd.devagent import consul_binary
 from configd.planning.projections import owner_flags
 from configd_core.consul import ConsulGateway
 from configd_core.records import pretty_json
+from tests.api_support import rejected
 from tests.conftest import ServerProcess, kv_tree
 
 SCHEMA: dict[str, Any] = {
@@ -194,13 +195,14 @@ def test_a_key_configd_did_not_write_is_never_overwritten(
     server: ServerProcess, gateway: ConsulGateway, ref: str, keys: str
 ) -> None:
     key = f"{keys}/taken.json"
-    assert consul(server, "kv", "put", key, "owned by ops").returncode == 0  # Consul's own CLI, Flags 0
-    before = kv_tree(gateway, f"{server.prefix}/projections/") | kv_tree(gateway, f"{keys}/")
-    answer = api(server, "PUT", f"/api/v1/projections/{ref}", {"document": {"key": key}})
-    assert answer.status_code == 409, answer.text
+    assert consul(server, "kv", "put", key, "owned by ops").returncode == 0  # Consul's own CLI: Flags 0
+    outside = kv_tree(gateway, f"{keys}/")
+    answer, audit = rejected(
+        server, gateway, lambda: api(server, "PUT", f"/api/v1/projections/{ref}", {"document": {"key": key}}), 409
+    )
     assert "not written by configd" in answer.json()["detail"] and answer.json()["error"] == "VersionConflict"
-    assert kv_tree(gateway, f"{server.prefix}/projections/") | kv_tree(gateway, f"{keys}/") == before
-    assert kv(gateway, key) == "owned by ops"
+    assert audit.action == "projections.set"
+    assert kv_tree(gateway, f"{keys}/") == outside and kv(gateway, key) == "owned by ops"
     done = cli(server, "projections", "set", ref, "--document", key)
     assert done.exit_code == 3 and "not written by configd" in done.output
 
@@ -208,13 +210,10 @@ def test_a_key_configd_did_not_write_is_never_overwritten(
     own = f"{keys}/own.json"
     assert api(server, "PUT", f"/api/v1/projections/{ref}", {"document": {"key": own}}).status_code == 200
     gateway.put(own, b"hand edit")
-    head_before = gateway.get(server.layout.head(*ref.split("/")))
-    refused = api(server, "PUT", f"/api/v1/configs/{ref}", {"data": V2})
-    assert refused.status_code == 409 and own in refused.json()["detail"]
-    head_after = gateway.get(server.layout.head(*ref.split("/")))
-    assert head_before is not None and head_after is not None
-    assert head_after.modify_index == head_before.modify_index
-    assert kv(gateway, own) == "hand edit"
+    outside = kv_tree(gateway, f"{keys}/")
+    refused, _ = rejected(server, gateway, lambda: api(server, "PUT", f"/api/v1/configs/{ref}", {"data": V2}), 409)
+    assert own in refused.json()["detail"]
+    assert kv_tree(gateway, f"{keys}/") == outside
 
     # Unusable targets are refused with nothing written.
     for body in (
