@@ -28,6 +28,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 
 from configd_core.errors import InvalidName, NotFound
 from configd_core.flags import FlagNotFound, flag_leaves, parse_flag_key, resolve_pointer
@@ -41,6 +42,22 @@ from .deps import Reader, Store, body_openapi
 from .models import ErrorBody
 
 router = APIRouter(prefix="/ofrep/v1", tags=["ofrep"])
+
+
+class _FlagKeyConvertor(Convertor[str]):
+    """Starlette's ``path`` convertor without its one gap: a key holding a newline still reaches the handler (and
+    gets OFREP's 400 PARSE_ERROR) instead of missing the route."""
+
+    regex = "[\\s\\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("flagkey", _FlagKeyConvertor())
 
 NAMESPACE_ATTRIBUTE = "configd.namespace"
 
@@ -68,6 +85,8 @@ class BulkEvaluation(BaseModel):
     metadata: dict[str, Any]
 
 
+# OFREP clients may send no body at all: that is an empty context.
+_OPTIONAL_BODY: dict[str, Any] = {**body_openapi(EvaluationRequest)["requestBody"], "required": False}
 _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}}
 _SINGLE: dict[int | str, dict[str, Any]] = {
     200: {"model": Evaluation, "description": "the flag's value"},
@@ -135,11 +154,11 @@ def _evaluate_one(store: ConfigStore, principal: Principal, key: str) -> dict[st
 
 
 @router.post(
-    "/evaluate/flags/{key:path}",
+    "/evaluate/flags/{key:flagkey}",
     summary="Evaluate one flag (OFREP)",
     responses=_SINGLE,
     response_class=JSONResponse,
-    openapi_extra=body_openapi(EvaluationRequest),
+    openapi_extra={"requestBody": {**_OPTIONAL_BODY}},
 )
 async def evaluate_flag(key: str, request: Request, principal: Reader, store: Store) -> JSONResponse:
     try:
@@ -195,7 +214,7 @@ def _bulk(store: ConfigStore, principal: Principal, context: dict[str, Any], if_
     summary="Evaluate every flag of the context's namespaces (OFREP bulk)",
     responses=_BULK,
     response_class=JSONResponse,
-    openapi_extra=body_openapi(EvaluationRequest),
+    openapi_extra={"requestBody": {**_OPTIONAL_BODY}},
 )
 async def evaluate_flags(request: Request, principal: Reader, store: Store) -> Response:
     try:
