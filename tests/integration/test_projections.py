@@ -256,6 +256,9 @@ def test_namespace_wide_projection_import_and_a_tree_beyond_one_transaction(
     assert json.loads(kv(gateway, f"{keys}/b.json") or "") == {f"k{i:03d}": i + 1 for i in range(100)}
     assert api(server, "DELETE", f"/api/v1/projections/{unique_ns}").status_code == 200
     assert kv(gateway, f"{keys}/a.json") is None and len(kv_tree(gateway, f"{keys}/tree/")) == 100
+    # A delete whose removals do not fit beside the tombstone: they follow it.
+    assert api(server, "DELETE", f"/api/v1/configs/{unique_ns}/b").status_code == 200
+    assert kv_tree(gateway, f"{keys}/tree/") == {}
     gateway.delete(f"{keys}/", recurse=True)
 
 
