@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -313,3 +314,34 @@ def test_consul_watch_fires_with_the_new_content(
 
     assert wait_for(key_has_v2, timeout=30), calls("key")
     assert wait_for(prefix_has_v2, timeout=30), calls("keyprefix")
+
+
+def test_concurrent_pushes_leave_the_projection_at_the_newest_head(
+    server: ServerProcess, gateway: ConsulGateway, unique_ns: str, keys: str
+) -> None:
+    ref = f"{unique_ns}/busy"
+    assert api(server, "PUT", f"/api/v1/schemas/{ref}", {"type": "object"}).status_code == 201
+    push(server, ref, {"writer": -1})
+    body = {"document": {"key": f"{keys}/busy.json"}, "tree": f"{keys}/busy"}
+    assert api(server, "PUT", f"/api/v1/projections/{ref}", body).status_code == 200
+
+    def writer(index: int) -> None:
+        with server.client("editor") as http:
+            for round_ in range(3):
+                # 80 leaves: the tree never fits beside the head, so every push also takes the follow-up path.
+                data = {"writer": index, "round": round_, "leaves": {f"k{i:02d}": index for i in range(80)}}
+                answer = http.put(f"/api/v1/configs/{ref}", json={"data": data})
+                assert answer.status_code in (200, 201, 409), answer.text
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    head = api(server, "GET", f"/api/v1/configs/{ref}").json()
+    assert json.loads(kv(gateway, f"{keys}/busy.json") or "") == head["data"]
+    leaves = {k: v for k, (v, _) in kv_tree(gateway, f"{keys}/busy/").items()}
+    assert len(leaves) == 82
+    assert kv(gateway, f"{keys}/busy/writer") == str(head["data"]["writer"])
+    assert {kv(gateway, f"{keys}/busy/leaves/k{i:02d}") for i in range(80)} == {str(head["data"]["writer"])}
+    gateway.delete(f"{keys}/", recurse=True)
