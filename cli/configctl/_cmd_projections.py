@@ -72,8 +72,8 @@ def set_projections(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Project NS/NAME (or every config of NS: use {name} in the targets); replaces what was set there before and
-    writes the projection at once."""
+    """Project NS/NAME (or every config of NS: use {name} in the targets). Each kind given replaces that kind's
+    projection, the others stay; the projection is written at once."""
     state = session(ctx, as_json)
     if fmt not in ("json", "yaml"):
         raise UsageError(f"--format must be json or yaml, not {fmt!r}")
@@ -111,10 +111,21 @@ def list_projections(
 
 
 @projections_app.command("unset")
-def unset_projections(ctx: typer.Context, target: TargetArg, as_json: JsonOpt = False) -> None:
-    """Stop projecting NS/NAME (or NS's namespace-wide projections) and delete the keys configd wrote for them."""
+def unset_projections(
+    ctx: typer.Context,
+    target: TargetArg,
+    document: Annotated[bool, typer.Option("--document", help="Only the document projection.")] = False,
+    spring: Annotated[bool, typer.Option("--spring", help="Only the spring projection.")] = False,
+    tree: Annotated[bool, typer.Option("--tree", help="Only the tree projection.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop projecting NS/NAME (or NS's namespace-wide projections; all kinds, or those named) and delete the keys
+    configd wrote for them."""
     state = session(ctx, as_json)
-    state.api().request("DELETE", _scope(target))
+    kinds = [k for k, on in (("document", document), ("spring", spring), ("tree", tree)) if on]
+    state.api().request(
+        "DELETE", _scope(target) + "".join(("&" if i else "?") + f"kind={k}" for i, k in enumerate(kinds))
+    )
     if state.output.json_output:
         state.output.emit_json({"unset": target})
     else:

@@ -1,15 +1,16 @@
 """``/api/v1/projections``: where configd projects configs for clients other than its SDK (docs/interop.md).
 
 Admins set (PUT) or unset (DELETE) the projections of one config (``/{ns}/{name}``) or of every config of a
-namespace (``/{ns}``; its targets must contain ``{name}``); a PUT replaces what was set there before, and the
-projection is written at once for the current head. Readers list them.
+namespace (``/{ns}``; its targets must contain ``{name}``). A config has at most one projection of each kind at
+each scope: a PUT replaces the kinds it names and keeps the others; a DELETE removes the kinds in ``?kind=`` (all
+without). The projection is written at once for the current head. Readers list them.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from configd_core.errors import ValidationFailed
@@ -34,7 +35,7 @@ class DocumentTarget(BaseModel):
 
 
 class ProjectionsBody(BaseModel):
-    """At least one of the three; each replaces what was set before at this scope."""
+    """At least one of the three; each replaces the projection of its kind at this scope, the others stay."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -68,6 +69,9 @@ class ProjectionsView(BaseModel):
     projections: list[ProjectionRow]
 
 
+KindsQuery = Annotated[
+    list[Literal["document", "spring", "tree"]] | None, Query(description="only these kinds; default: all")
+]
 ProjectionsDoc = Annotated[ProjectionsBody, Depends(json_body(ProjectionsBody))]
 
 
@@ -102,8 +106,15 @@ def list_projections(principal: Reader, store: Store, ns: NamespaceFilter = None
     return ProjectionsView(projections=_rows(store, records))
 
 
-def _set(state: State, principal: Principal, ns: str, name: str | None, specs: list[ProjectionSpec]) -> ProjectionsView:
-    record = state.store.projections.update(ns, name, specs, actor=principal.name)
+def _set(
+    state: State,
+    principal: Principal,
+    ns: str,
+    name: str | None,
+    specs: list[ProjectionSpec],
+    remove: set[str] | None = None,
+) -> ProjectionsView:
+    record = state.store.projections.update(ns, name, specs, actor=principal.name, remove=remove)
     state.metrics.write("projections.set" if specs else "projections.unset", "created")
     rows = _rows(state.store, [record])
     return ProjectionsView(projections=[r for r in rows if r.name == name])
@@ -113,8 +124,9 @@ def _set(state: State, principal: Principal, ns: str, name: str | None, specs: l
 def set_config_projections(
     ns: Namespace, name: ConfigName, principal: ProjectionAdmin, body: ProjectionsDoc, state: State
 ) -> ProjectionsView:
-    """Replace the config's own projections and write them at once for its head. 409 when a target key exists and
-    configd did not write it for this config; 422 for an unusable target; nothing is written then."""
+    """Set the config's own projections — each kind given replaces that kind, the others stay — and write them at
+    once for its head. 409 when a target key exists and configd did not write it for this config; 422 for an
+    unusable target; nothing is written then."""
     return _set(state, principal, ns, name, body.specs())
 
 
@@ -122,19 +134,21 @@ def set_config_projections(
 def set_namespace_projections(
     ns: Namespace, principal: ProjectionAdmin, body: ProjectionsDoc, state: State
 ) -> ProjectionsView:
-    """Replace the projections of every config of the namespace (targets must contain ``{name}``)."""
+    """Set projections for every config of the namespace (targets must contain ``{name}``), kind by kind."""
     return _set(state, principal, ns, None, body.specs())
 
 
 @router.delete("/{ns}/{name}", response_model=ProjectionsView, responses=ERROR_RESPONSES, summary="Stop projecting")
 def unset_config_projections(
-    ns: Namespace, name: ConfigName, principal: ProjectionRemover, state: State
+    ns: Namespace, name: ConfigName, principal: ProjectionRemover, state: State, kind: KindsQuery = None
 ) -> ProjectionsView:
-    """Remove the config's own projections and the keys configd wrote for them."""
-    return _set(state, principal, ns, name, [])
+    """Remove the config's own projections (only the kinds given, when any) and the keys configd wrote for them."""
+    return _set(state, principal, ns, name, [], set(kind) if kind else None)
 
 
 @router.delete("/{ns}", response_model=ProjectionsView, responses=ERROR_RESPONSES, summary="Stop projecting all")
-def unset_namespace_projections(ns: Namespace, principal: ProjectionRemover, state: State) -> ProjectionsView:
-    """Remove the namespace-wide projections and the keys configd wrote for them."""
-    return _set(state, principal, ns, None, [])
+def unset_namespace_projections(
+    ns: Namespace, principal: ProjectionRemover, state: State, kind: KindsQuery = None
+) -> ProjectionsView:
+    """Remove the namespace-wide projections (only the kinds given, when any) and the keys configd wrote for them."""
+    return _set(state, principal, ns, None, [], set(kind) if kind else None)

@@ -40,6 +40,7 @@ from .schemas import SchemaRegistry
 log = logging.getLogger("configd")
 
 SYNC_ATTEMPTS = 5
+_KIND_ORDER = {"document": 0, "spring": 1, "tree": 2}
 
 
 @dataclass(frozen=True)
@@ -240,9 +241,18 @@ class ProjectionService:
         _, entries = self._gateway.list(prefix)
         return [(e.key[len(prefix) :], e) for e in entries]
 
-    def update(self, namespace: str, name: str | None, specs: list[ProjectionSpec], *, actor: str) -> ProjectionsRecord:
-        """Set (``specs``) or unset (empty) the projections of ``namespace/name``, or of every config of the
-        namespace (``name`` None), and write them at once for the current heads.
+    def update(
+        self,
+        namespace: str,
+        name: str | None,
+        specs: list[ProjectionSpec],
+        *,
+        actor: str,
+        remove: set[str] | None = None,
+    ) -> ProjectionsRecord:
+        """Set ``specs`` — each replaces the projection of its kind, the other kinds stay — or, with no specs,
+        unset the kinds in ``remove`` (None: all of them) for ``namespace/name``, or for every config of the
+        namespace (``name`` None); then write the projections at once for the current heads.
 
         Every affected config is planned before anything is written: an unusable target or a key configd did
         not write refuses the change with nothing written. The settings and, when they fit, the projection of
@@ -257,10 +267,15 @@ class ProjectionService:
             old, index = self.settings(namespace)
             configs = dict(old.configs) if old else {}
             every = list(old.every_config) if old else []
+            current = every if name is None else configs.get(name, [])
+            dropped = (
+                {s.kind for s in specs} if specs else (remove if remove is not None else {"document", "spring", "tree"})
+            )
+            kept = sorted([s for s in current if s.kind not in dropped] + specs, key=lambda s: _KIND_ORDER[s.kind])
             if name is None:
-                every = list(specs)
-            elif specs:
-                configs[name] = list(specs)
+                every = kept
+            elif kept:
+                configs[name] = kept
             else:
                 configs.pop(name, None)
             new = ProjectionsRecord(
@@ -289,7 +304,7 @@ class ProjectionService:
                 name=name,
                 result="updated",
                 status=200,
-                message="; ".join(f"{s.kind} {s.target}" for s in specs) or "unset",
+                message="; ".join(f"{s.kind} {s.target}" for s in specs) or "unset " + ", ".join(sorted(dropped)),
             )
             write = [op_cas(self._layout.projections(namespace), new.to_bytes(), index), audit_op(self._layout, audit)]
             single = [plans[0][2], *plans[0][1].ops] if name is not None else []

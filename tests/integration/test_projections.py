@@ -142,6 +142,12 @@ def test_document_follows_push_rollback_and_delete_byte_for_byte(
         ("document", "yaml", [yaml_key])
     ]
 
+    # Kinds are independent: setting a tree keeps the document; unsetting only the tree keeps it too.
+    assert cli(server, "projections", "set", ref, "--tree", f"{keys}/t").exit_code == 0
+    assert kv(gateway, f"{keys}/t/retries") == "3" and kv(gateway, yaml_key) is not None
+    assert cli(server, "projections", "unset", ref, "--tree").exit_code == 0
+    assert kv_tree(gateway, f"{keys}/t/") == {} and yaml.safe_load(kv(gateway, yaml_key) or "") == PUBLIC_V1
+
     assert api(server, "DELETE", f"/api/v1/configs/{ref}").status_code == 200
     assert kv(gateway, yaml_key) is None
     push(server, ref, V2)  # re-created: projected again
