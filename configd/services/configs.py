@@ -354,10 +354,10 @@ class ConfigStore:
             message=request.message,
             rollback_of=request.rollback_of,
         )
-        # Chunks go first, each its own PUT, keyed by content hash: the head flip below stays one transaction,
-        # and an orphan left by a lost race holds the same bytes any later writer would write.
         projection = self.projections.plan(namespace, name, data, schema_head, fresh=fresh)
         extra, deferred = projection.inline(push_transaction(self.layout, write, current))
+        # Chunks go first, each its own PUT, keyed by content hash: the head flip below stays one transaction,
+        # and an orphan left by a lost race holds the same bytes any later writer would write.
         for key, chunk in write.chunk_puts(self.layout):
             self._gateway.put(key, chunk)
         try:
