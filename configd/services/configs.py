@@ -112,8 +112,10 @@ class ConfigStore:
         self.audit = AuditLog(gateway, self.layout)
         self.schemas = SchemaRegistry(gateway, self.layout)
         self._known = KnownHeads()
-        self._importer = BulkImporter(gateway, self.layout, self.schemas, self._known, self.current_data)
         self.projections = ProjectionService(gateway, self.layout, self.schemas, self.current_data)
+        self._importer = BulkImporter(
+            gateway, self.layout, self.schemas, self._known, self.current_data, self.projections.import_ops
+        )
 
     # --- reads -------------------------------------------------------------------------------------
     def _head(self, namespace: str, name: str) -> tuple[HeadRecord, KVEntry] | None:
@@ -448,8 +450,9 @@ class ConfigStore:
         return outcomes
 
     def _reproject(self, refs: list[tuple[str, str]]) -> None:
-        """Project configs whose head or schema a write moved without their projection (import, schema
-        registration): after the write, one settings read per namespace, nothing for configs not projected."""
+        """Project configs whose head or schema a write moved, after it: a schema registration, and an imported
+        config whose projection did not fit its import group (for one that did, this finds nothing to write).
+        One settings read per namespace; nothing for configs not projected."""
         settings: dict[str, Any] = {}
         for namespace, name in refs:
             if namespace not in settings:

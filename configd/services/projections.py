@@ -195,6 +195,19 @@ class ProjectionService:
         ops = projection_ops(owner_flags(namespace, name), wanted, self._existing(scanned), scanned, where)
         return ProjectionPlan(guards, ops)
 
+    def import_ops(self, namespace: str, name: str, document: Any, schema: Any) -> list[TxnOp]:
+        """The projection of ``document`` (an imported config; ``schema`` the JSON Schema it will have) to ride in
+        its import group: the settings guard and the CAS operations, or nothing when the config is not projected.
+        ProjectionKeyTaken and ValidationFailed refuse the import (nothing written)."""
+        settings, index = self.settings(namespace)
+        found = targets(settings, namespace, name, self._layout)
+        if not found or not isinstance(document, dict):
+            return []
+        where = f"{namespace}/{name}"
+        wanted = render_all(found, projected_document(document, schema), where)
+        ops = projection_ops(owner_flags(namespace, name), wanted, self._existing(found), found, where)
+        return [self.guard(namespace, index), *ops]
+
     # --- writes after the head's own transaction ------------------------------------------------------------
     def sync(self, namespace: str, name: str, *, also_scan: list[Target] | None = None) -> None:
         """Make the projected keys of ``namespace/name`` hold its current head (none when it is deleted or has no

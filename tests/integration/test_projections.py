@@ -221,6 +221,11 @@ def test_a_key_configd_did_not_write_is_never_overwritten(
     refused, _ = rejected(server, gateway, lambda: api(server, "PUT", f"/api/v1/configs/{ref}", {"data": V2}), 409)
     assert own in refused.json()["detail"]
     assert kv_tree(gateway, f"{keys}/") == outside
+    # An import of the config is refused the same way, whole.
+    items = [{"kind": "config", "namespace": ref.split("/")[0], "name": "service", "document": V2}]
+    imported, _ = rejected(server, gateway, lambda: api(server, "POST", "/api/v1/import", {"items": items}), 409)
+    assert own in imported.json()["detail"]
+    assert kv_tree(gateway, f"{keys}/") == outside
 
     # Unusable targets are refused with nothing written.
     for body in (
