@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 try:
     from openfeature.evaluation_context import EvaluationContext
@@ -92,6 +92,8 @@ class ConfigdProvider(AbstractProvider):
         self._lock = threading.Lock()
         self._lives: dict[str, LiveSettings[_Document]] = {}
         self._deleted: set[str] = set()
+        # The JSON form of each followed config's current settings object, made once per applied version.
+        self._documents: dict[str, tuple[_Document, dict[str, Any]]] = {}
         self._follow_lock = threading.Lock()  # one first load per config, never two LiveSettings for one ref
         self._stale = False
         self._stop = threading.Event()
@@ -119,10 +121,11 @@ class ConfigdProvider(AbstractProvider):
         if self._monitor is not None:
             self._monitor.join(timeout=2)
         with self._lock:
-            lives, self._lives = list(self._lives.values()), {}
+            lives, self._lives = list(self._lives.items()), {}
             client = self._client if self._owns_client else None
-        for live in lives:
-            live.remove_callback(self._changed)
+        for _, live in lives:
+            live.close()  # the provider's own LiveSettings (and their callbacks): a client it was given goes on
+        self._documents.clear()
         if client is not None:
             client.close()
 
@@ -193,8 +196,7 @@ class ConfigdProvider(AbstractProvider):
             return failed(ErrorCode.GENERAL, f"{flag_key}: {exc}")
         if flag.ref in self._deleted:
             return failed(ErrorCode.FLAG_NOT_FOUND, f"{flag_key}: {flag.ref} was deleted")
-        # One snapshot: the value, its version and its staleness all come from the same applied version.
-        document, version, sha256, stale = live.current.model_dump(mode="json"), live.version, live.sha256, live.stale
+        document, version, sha256, stale = self._snapshot(flag.ref, live)
         try:
             value = typed_value(resolve_pointer(document, flag.pointer), flag_type)
         except FlagNotFound:
@@ -207,6 +209,20 @@ class ConfigdProvider(AbstractProvider):
             variant=f"v{version}",
             flag_metadata={"config": flag.ref, "version": version, "sha256": sha256},
         )
+
+    def _snapshot(self, ref: str, live: LiveSettings[_Document]) -> tuple[dict[str, Any], int, str, bool]:
+        """The document, version, sha256 and staleness of ONE applied version (read again if a new version was
+        applied meanwhile); the document's JSON form is made once per version."""
+        while True:
+            version, sha256 = live.version, live.sha256
+            settings, stale = live.current, live.stale
+            if (live.version, live.sha256) == (version, sha256):
+                break
+        cached = self._documents.get(ref)
+        if cached is None or cached[0] is not settings:
+            cached = (settings, settings.model_dump(mode="json"))
+            self._documents[ref] = cached
+        return cached[1], version, sha256, stale
 
     def resolve_boolean_details(
         self, flag_key: str, default_value: bool, evaluation_context: EvaluationContext | None = None

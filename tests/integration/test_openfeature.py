@@ -191,3 +191,15 @@ def test_provider_builds_its_client_from_the_environment(
         api.clear_providers()  # shuts the provider down, which closes the client it built
     with pytest.raises(ConfigdError, match="closed"):  # the provider's own client, closed by its shutdown
         provider.client.settings(AnyDocument, ref, timeout=1)
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_leaves_a_client_it_was_given_running(
+    server: ServerProcess, sdk: ConfigClient, unique_ns: str
+) -> None:
+    ref = f"{unique_ns}/service"
+    push(server, ref, FLAGS, schema=True)
+    api.set_provider_and_wait(ConfigdProvider(sdk))
+    assert api.get_client().get_integer_value(f"{ref}/features/max_items", 0) == 7
+    api.clear_providers()
+    assert sdk.settings(AnyDocument, ref, timeout=5).version == 1
