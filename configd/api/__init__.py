@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from . import audit, change_requests, clients, configs, health, imports, operations, schemas
+from . import audit, change_requests, clients, configs, health, imports, ofrep, operations, projections, schemas
 
 ROUTERS: tuple[APIRouter, ...] = (
     schemas.router,
@@ -13,6 +13,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     operations.router,
     change_requests.router,
+    projections.router,
+    ofrep.router,
 )
 
 __all__ = ["ROUTERS"]

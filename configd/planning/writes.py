@@ -12,6 +12,7 @@ never validated against a schema that changed meanwhile.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,10 +278,11 @@ class DeleteWrite:
     tombstone: HeadRecord
     audit: AuditRecord
 
-    def ops(self, layout: KeyLayout, head_index: int) -> list[TxnOp]:
-        """CAS the head to its tombstone from ``head_index``, create the audit entry."""
+    def ops(self, layout: KeyLayout, head_index: int, extra: Sequence[TxnOp] = ()) -> list[TxnOp]:
+        """CAS the head to its tombstone from ``head_index``, create the audit entry; then ``extra`` (the removal
+        of the config's projected keys, :mod:`configd.planning.projections`)."""
         key = layout.head(self.tombstone.namespace, self.tombstone.name)
-        return [op_cas(key, self.tombstone.to_bytes(), head_index), audit_op(layout, self.audit)]
+        return [op_cas(key, self.tombstone.to_bytes(), head_index), audit_op(layout, self.audit), *extra]
 
 
 def delete_write(head: HeadRecord, *, actor: str, message: str) -> DeleteWrite:
@@ -302,13 +304,17 @@ def delete_write(head: HeadRecord, *, actor: str, message: str) -> DeleteWrite:
 
 
 # --- the transactions: the one builder of each, shared by push, rollback, registration and import ----------
-def push_transaction(layout: KeyLayout, write: ConfigWrite, current: Heads) -> list[TxnOp]:
+def push_transaction(
+    layout: KeyLayout, write: ConfigWrite, current: Heads, extra: Sequence[TxnOp] = ()
+) -> list[TxnOp]:
     """A config version against an unchanged schema: the schema head must still be at ``current.schema_index``
-    (the version was validated against it) and the config head moves by CAS from ``current.head_index``."""
+    (the version was validated against it) and the config head moves by CAS from ``current.head_index``.
+    ``extra`` follows them: the projection of the new head (:mod:`configd.planning.projections`), when it fits."""
     record = write.record
     return [
         op_check_index(layout.schema_head(record.namespace, record.name), current.schema_index),
         *write.ops(layout, current.head_index),
+        *extra,
     ]
 
 

@@ -27,6 +27,7 @@ from configd_core.records import HeadRecord, SchemaHeadRecord, SchemaRef, Versio
 from configd_core.secrets import masked, masked_pair, open_document
 
 from ..planning.bulk import ImportItem, ImportOutcome
+from ..planning.projections import ProjectionKeyTaken
 from ..planning.secrets import Sealed, candidate_form, opened, plain_values, redacted, schema_of, seal
 from ..planning.validation import config_errors
 from ..planning.writes import (
@@ -42,6 +43,7 @@ from .audit import AuditLog
 from .heads import KnownHeads
 from .imports import BulkImporter
 from .keys import ServerKeys
+from .projections import ProjectionService
 from .schemas import SchemaRegistry, SchemaResult
 
 WriteStatus = Literal["created", "unchanged"]
@@ -122,7 +124,16 @@ class ConfigStore:
         self.audit = AuditLog(gateway, self.layout)
         self.schemas = SchemaRegistry(gateway, self.layout)
         self._known = KnownHeads()
-        self._importer = BulkImporter(gateway, self.layout, self.schemas, self._known, self.plain_data, self.keys)
+        self.projections = ProjectionService(gateway, self.layout, self.schemas, self.current_data)
+        self._importer = BulkImporter(
+            gateway,
+            self.layout,
+            self.schemas,
+            self._known,
+            self.plain_data,
+            self.keys,
+            self.projections.import_ops,
+        )
 
     # --- reads -------------------------------------------------------------------------------------
     def _head(self, namespace: str, name: str) -> tuple[HeadRecord, KVEntry] | None:
@@ -349,6 +360,8 @@ class ConfigStore:
         for attempt in range(attempts):
             try:
                 return self._push_attempt(request)
+            except ProjectionKeyTaken:
+                raise
             except VersionConflict:
                 if attempt + 1 >= attempts:
                     raise
@@ -402,12 +415,14 @@ class ConfigStore:
             rollback_of=request.rollback_of,
             action=request.audit_action,
         )
+        projection = self.projections.plan(namespace, name, data, schema_head, fresh=fresh)
+        extra, deferred = projection.inline(push_transaction(self.layout, write, current))
         # Chunks go first, each its own PUT, keyed by content hash: the head flip below stays one transaction,
         # and an orphan left by a lost race holds the same bytes any later writer would write.
         for key, chunk in write.chunk_puts(self.layout):
             self._gateway.put(key, chunk)
         try:
-            ops = [*push_transaction(self.layout, write, current), *request.also]
+            ops = [*push_transaction(self.layout, write, current, extra), *request.also]
             results = self._commit(ops, f"{namespace}/{name}")
         except VersionConflict as exc:
             if not fresh:
@@ -418,6 +433,8 @@ class ConfigStore:
             raise VersionConflict(str(exc), expected=live_version, actual=actual) from exc
         committed = Heads(write.head, results[2].modify_index, schema_head, current.schema_index)
         self._known.put(namespace, name, committed)
+        if deferred:  # too large to ride with the head: written right after it (docs/storage.md)
+            self.projections.sync_quietly(namespace, name)
         return PushResult("created", write.head)
 
     def _commit(self, ops: list[TxnOp], what: str) -> list[KVEntry]:
@@ -463,7 +480,11 @@ class ConfigStore:
         head, entry = found
         self._known.forget(namespace, name)
         write = delete_write(head, actor=actor, message=message)
-        self._commit(write.ops(self.layout, entry.modify_index), f"{namespace}/{name}")
+        removal = self.projections.plan(namespace, name, None, None)
+        extra, deferred = removal.inline(write.ops(self.layout, entry.modify_index))
+        self._commit(write.ops(self.layout, entry.modify_index, extra), f"{namespace}/{name}")
+        if deferred:
+            self.projections.sync_quietly(namespace, name)
         return PushResult("created", write.tombstone)
 
     def register_schema(
@@ -480,7 +501,7 @@ class ConfigStore:
 
         self._known.forget(namespace, name)
         try:
-            return self.schemas.register(
+            result = self.schemas.register(
                 namespace, name, schema, actor=actor, message=message, force=force, current_config=current
             )
         except SchemaIncompatible as exc:
@@ -488,10 +509,26 @@ class ConfigStore:
                 exc.errors, plain_values(schema if isinstance(schema, dict) else None, plain[-1] if plain else None)
             )
             raise SchemaIncompatible(str(exc), shown) from None
+        self._reproject([(namespace, name)])  # the new schema may mark other fields secret
+        return result
 
     def import_items(self, items: list[ImportItem], *, actor: str, message: str = "") -> list[ImportOutcome]:
         """Write many schemas and configs at once; one outcome per item, in item order (see :class:`BulkImporter`)."""
-        return self._importer.import_items(items, actor=actor, message=message)
+        outcomes = self._importer.import_items(items, actor=actor, message=message)
+        self._reproject(sorted({(o.item.namespace, o.item.name) for o in outcomes if o.status == "created"}))
+        return outcomes
+
+    def _reproject(self, refs: list[tuple[str, str]]) -> None:
+        """Project configs whose head or schema a write moved, after it: a schema registration, and an imported
+        config whose projection did not fit its import group (for one that did, this finds nothing to write).
+        One settings read per namespace; nothing for configs not projected."""
+        settings: dict[str, Any] = {}
+        for namespace, name in refs:
+            if namespace not in settings:
+                settings[namespace] = self.projections.settings(namespace)[0]
+            record = settings[namespace]
+            if record is not None and (record.every_config or name in record.configs):
+                self.projections.sync_quietly(namespace, name)
 
     def current_data(self, head: HeadRecord | None) -> Any | None:
         """The document a live head points to: carried in the head when small, else read from its version."""

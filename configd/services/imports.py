@@ -23,6 +23,7 @@ from ..planning.bulk import (
     ImportGroup,
     ImportItem,
     ImportOutcome,
+    ItemProblem,
     check_items,
     common_prefix,
     import_rejection,
@@ -47,6 +48,9 @@ class BulkImporter:
         known: the heads this process remembers; an import forgets those it touched.
         current_data: the document a live head points to, its secrets decrypted (to check it against a schema).
         keys: the server's namespace keys (an imported config's secrets are opened and sealed again).
+        current_data: the document a live head points to (inline in the head, or read from its version).
+        project: the projection operations of an imported config (namespace, name, document, its JSON Schema),
+            appended to its group when the group still fits one transaction (docs/storage.md, "Projections").
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class BulkImporter:
         known: KnownHeads,
         current_data: Callable[[HeadRecord | None], Any | None],
         keys: ServerKeys,
+        project: Callable[[str, str, Any, Any], list[TxnOp]] | None = None,
     ) -> None:
         self._gateway = gateway
         self._layout = layout
@@ -64,6 +69,7 @@ class BulkImporter:
         self._known = known
         self._current_data = current_data
         self._keys = keys
+        self._project = project
 
     def import_items(self, items: list[ImportItem], *, actor: str, message: str = "") -> list[ImportOutcome]:
         """Write many schemas and configs at once; one outcome per item, in item order.
@@ -107,6 +113,7 @@ class BulkImporter:
                 )
                 ops = plan.ops(self._layout)
                 size = json_size(ops)
+            ops, size = self._with_projection(group, heads, plan, ops, size, problems)
             problems.extend(plan.problems)
             unchanged.extend(plan.unchanged)
             if ops:
@@ -117,6 +124,32 @@ class BulkImporter:
         for group in groups:
             self._known.forget(group.namespace, group.name)
         return sorted(outcomes, key=lambda o: o.index)
+
+    def _with_projection(
+        self,
+        group: ImportGroup,
+        heads: Heads,
+        plan: GroupPlan,
+        ops: list[TxnOp],
+        size: int,
+        problems: list[ItemProblem],
+    ) -> tuple[list[TxnOp], int]:
+        """The group's operations with its config's projection when they still fit one transaction (else the
+        projection follows the import, :meth:`ConfigStore.import_items`)."""
+        if self._project is None or plan.config is None or group.config is None:
+            return ops, size
+        if group.schema is not None:
+            schema = group.schema.item.document
+        else:
+            schema = self._schemas.validator(heads.schema).schema if heads.schema is not None else {}
+        try:
+            extra = self._project(group.namespace, group.name, group.config.item.document, schema)
+        except (ValidationFailed, VersionConflict) as exc:  # a taken key or an unusable projection
+            problems.append(ItemProblem(group.config.index, group.config.item, exc, "document"))
+            return ops, size
+        if extra and len(ops) + len(extra) <= CONSUL_TXN_MAX_OPS and size + json_size(extra) <= CONSUL_TXN_MAX_BYTES:
+            return [*ops, *extra], size + json_size(extra)
+        return ops, size
 
     def _import_heads(self, refs: list[tuple[str, str]]) -> dict[tuple[str, str], Heads]:
         """The config and schema heads of ``refs``.

@@ -334,6 +334,10 @@ def config_page(request: Request, ns: str, name: str) -> Response:
             if applied.name == name
         ]
         created = _query_int(request, "created")
+        try:
+            projections = store.projections.of_config(ns, name)
+        except ValidationFailed:  # settings this config cannot be projected with: the next write says why
+            projections = []
         return Page(
             "config.html",
             {
@@ -348,6 +352,7 @@ def config_page(request: Request, ns: str, name: str) -> Response:
                 "schema_text": schema_text,
                 "history": history,
                 "clients": clients,
+                "projections": projections,
                 "created": created,
                 "published": _query_int(request, "published"),
                 "can_edit": session.can_write(ns),

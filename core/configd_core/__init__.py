@@ -10,10 +10,11 @@ the CLI. Its surface:
 ``configd_core.errors``       the one exception tree (``ConfigdError`` and its subclasses)
 ``configd_core.consul``       ``ConsulGateway`` (py-consul on urllib3) and the transaction operations ``op_*``
 ``configd_core.blocking``     Consul's blocking-query rules: index reset, jitter, backoff, rate limit (no I/O)
+``configd_core.flags``        feature flags as config values: the key ``NS/NAME/PATH``, JSON Pointer resolution
 ============================  ===================================================================================
 
 The dependency rule: ``configd_core`` imports nothing of ``configd``, ``configd_client`` or ``configctl``; they all
 import it. docs/architecture.md draws the whole picture.
 """
 
-__all__ = ["blocking", "consul", "diff", "errors", "layout", "records"]
+__all__ = ["blocking", "consul", "diff", "errors", "flags", "layout", "records"]

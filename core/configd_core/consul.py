@@ -54,6 +54,7 @@ class KVEntry:
     modify_index: int
     create_index: int
     session: str | None = None
+    flags: int = 0
 
 
 def _entry(raw: dict[str, Any]) -> KVEntry:
@@ -66,6 +67,7 @@ def _entry(raw: dict[str, Any]) -> KVEntry:
         modify_index=int(raw.get("ModifyIndex", 0)),
         create_index=int(raw.get("CreateIndex", 0)),
         session=raw.get("Session"),
+        flags=int(raw.get("Flags") or 0),
     )
 
 
@@ -84,6 +86,17 @@ def op_create(key: str, value: bytes) -> TxnOp:
 
 def op_cas(key: str, value: bytes, index: int) -> TxnOp:
     return {"KV": {"Verb": "cas", "Key": key, "Value": base64.b64encode(value).decode("ascii"), "Index": index}}
+
+
+def op_cas_flagged(key: str, value: bytes, index: int, flags: int) -> TxnOp:
+    """``cas`` that also sets the entry's ``Flags`` (an opaque uint64 Consul keeps beside the value)."""
+    encoded = base64.b64encode(value).decode("ascii")
+    return {"KV": {"Verb": "cas", "Key": key, "Value": encoded, "Index": index, "Flags": flags}}
+
+
+def op_delete_cas(key: str, index: int) -> TxnOp:
+    """Delete only if the key is still at ``index``."""
+    return {"KV": {"Verb": "delete-cas", "Key": key, "Index": index}}
 
 
 def op_check_index(key: str, index: int) -> TxnOp:

@@ -15,6 +15,8 @@ Every key lives under one prefix (``configd`` by default)::
     <prefix>/policies/<ns>                         review policy of a namespace (approvals required, approvers)
     <prefix>/change-requests/<id:012d>             change request: base, proposed document, approvals, state
     <prefix>/change-request-seq                    the last change request id handed out (CAS counter)
+    <prefix>/projections/<ns>                      projection settings of a namespace and its configs
+    <any key outside the prefix>                   a projection's keys (document, spring, tree), Consul Flags = owner
 
 Heads sit apart from version bodies so that ONE blocking query on ``<prefix>/heads/<ns>/`` watches every
 config of a namespace and its responses stay small; a small document (≤ ``HEAD_INLINE_BYTES``) rides in its
@@ -55,6 +57,8 @@ MAX_MESSAGE_CHARS = 1000
 # version record, so its document is capped well under MAX_RECORD_BYTES, and so are its comments.
 MAX_CHANGE_REQUEST_DOCUMENT_BYTES = 64 * 1024
 MAX_CHANGE_REQUEST_COMMENTS = 40
+# Keys one config may project (a tree projection writes one per leaf): past this a push is refused.
+MAX_PROJECTED_KEYS = 4096
 MAX_AUTHOR_CHARS = 200
 
 NAME_MAX_LENGTH = 64
@@ -196,3 +200,10 @@ class KeyLayout:
     @property
     def change_request_seq(self) -> str:
         return f"{self.prefix}/change-request-seq"
+    # --- projections (docs/interop.md) -----------------------------------------------------------
+    @property
+    def projections_root(self) -> str:
+        return f"{self.prefix}/projections/"
+
+    def projections(self, namespace: str) -> str:
+        return f"{self.prefix}/projections/{namespace}"

@@ -290,6 +290,35 @@ class ChangeRequestRecord(_Record):
     )
 
 
+ProjectionKind = Literal["document", "spring", "tree"]
+ProjectionFormat = Literal["json", "yaml"]
+
+
+class ProjectionSpec(_Record):
+    """One projection of a config's head into plain Consul keys for clients that are not configd's SDK.
+
+    ``target`` is the key (``document``), ``APP[,PROFILE]`` (``spring``: the key ``config/APP[,PROFILE]/data``) or
+    the key prefix (``tree``); ``{namespace}`` and ``{name}`` in it are the config's own (a namespace-wide
+    projection must use ``{name}``). ``format`` is the document's (a spring projection is always YAML).
+    """
+
+    kind: ProjectionKind
+    target: str
+    format: ProjectionFormat = "json"
+
+
+class ProjectionsRecord(_Record):
+    """``projections/<ns>``: what configd projects in one namespace — for every config (``namespace``) and for
+    single configs (``configs``). Written by admins; read by every push of the namespace."""
+
+    kind: Literal["configd.projections"] = "configd.projections"
+    namespace: str
+    every_config: list[ProjectionSpec] = Field(default_factory=list, description="for every config of the namespace")
+    configs: dict[str, list[ProjectionSpec]] = Field(default_factory=dict, description="config name -> its own")
+    author: str
+    updated_at: str
+
+
 RECORD_MODELS: dict[str, type[_Record]] = {
     "head": HeadRecord,
     "version": VersionRecord,
@@ -299,6 +328,7 @@ RECORD_MODELS: dict[str, type[_Record]] = {
     "audit": AuditRecord,
     "policy": PolicyRecord,
     "change-request": ChangeRequestRecord,
+    "projections": ProjectionsRecord,
 }
 
 

@@ -89,9 +89,9 @@ def run_schemathesis(server: ServerProcess, workdir: Path, *, max_examples: int,
     return counts
 
 
-@pytest.mark.timeout(360)  # 23 operations (issue 18 added retention, storage, and the import body's schema)
+@pytest.mark.timeout(300)  # ~30 operations; the long run (400 examples each) is `make test-reliability`
 def test_schemathesis_finds_nothing(fuzzed_server: ServerProcess, gateway: ConsulGateway, tmp_path: Path) -> None:
-    counts = run_schemathesis(fuzzed_server, tmp_path, max_examples=25, seed=20261127)
+    counts = run_schemathesis(fuzzed_server, tmp_path, max_examples=10, seed=20261127)
     assert counts["cases"] == counts["passed"] > 500
     assert audit_prefix(gateway, fuzzed_server.layout).problems == []
 
