@@ -14,6 +14,7 @@ unchanged. Consul's own rules, as its "Blocking Queries" documentation and ``age
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -83,6 +84,17 @@ class KVRead:
     token: str  # "" when the request carries none (Consul then applies its anonymous or default token)
 
 
+def _query_params(query: str) -> dict[str, str] | None:
+    """The query's parameters, or None when one is repeated (ambiguous: Consul decides)."""
+    if "%" in query or "+" in query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+    else:  # the common case, without percent-decoding (every watcher re-asks after every wake-up)
+        pairs = [(name, value) for name, _, value in (part.partition("=") for part in query.split("&") if part)]
+    params = dict(pairs)
+    return params if len(params) == len(pairs) else None
+
+
+@functools.lru_cache(maxsize=256)
 def parse_duration(text: str) -> float | None:
     """Seconds of a Go duration (``55000ms``, ``10s``, ``1m30s``); a bare number is seconds (Consul's rule)."""
     if not text:
@@ -116,9 +128,8 @@ def parse_kv_read(method: str, path: str, query: str, headers: dict[str, str]) -
     """
     if method != "GET" or not path.startswith(KV_PATH):
         return None
-    pairs = parse_qsl(query, keep_blank_values=True)
-    params = dict(pairs)
-    if len(params) != len(pairs) or not params.keys() <= _SERVED:
+    params = _query_params(query)
+    if params is None or not params.keys() <= _SERVED:
         return None
     index = 0
     if params.get("index"):

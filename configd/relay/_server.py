@@ -110,6 +110,11 @@ class _Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+        self.last_fanout = Gauge(
+            "configd_relay_last_fanout_started_unixtime",
+            "Wall-clock time when the last index move reached the relay (its fan-out began)",
+            registry=r,
+        )
         self.woken = Counter("configd_relay_waiters_woken", "Waiters answered because the index moved", registry=r)
         self.served = Counter("configd_relay_reads_served", "KV reads answered from memory", registry=r)
         self.forwarded = Counter("configd_relay_forwarded_requests", "Requests forwarded to Consul", registry=r)
@@ -417,6 +422,7 @@ class Relay:
 
     def _publish(self, watch: _Watch, snapshot: Snapshot) -> None:
         started = time.perf_counter()
+        wall = time.time()
         previous = watch.snapshot
         watch.snapshot, watch.failure, watch.refused = snapshot, None, False
         released = watch.book.release(snapshot.index)
@@ -435,6 +441,7 @@ class Relay:
         else:
             self._give(released, snapshot, watch)
         if released and previous is not None:
+            self.metrics.last_fanout.set(wall)
             self.metrics.woken.inc(len(released))
             self.metrics.fanout.observe(time.perf_counter() - started)
             watch.last_used = self.clock()
