@@ -25,10 +25,10 @@ from typing import Any, cast
 from urllib.parse import urlencode
 
 import httptools
-import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from configd_core.blocking import Backoff, RateLimiter, jittered_wait, next_wait_index
+from configd_core.errors import ConsulUnavailable
 
 from ._book import (
     LINGER_SECONDS,
@@ -43,6 +43,7 @@ from ._book import (
     render,
 )
 from ._reads import KVRead, Shape, answers_at_once, parse_kv_read, readable_keys, timeout_with_jitter
+from ._upstream import Upstream
 
 log = logging.getLogger("configd.relay")
 
@@ -178,17 +179,12 @@ class Relay:
         self.metrics = _Metrics(self)
         self._checks: dict[tuple[str, Shape], asyncio.Future[Verdict]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._http: httpx.AsyncClient | None = None
+        self._upstream: Upstream | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=self.consul,
-            timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=30.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-            trust_env=False,
-        )
+        self._upstream = Upstream(self.consul)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def close(self) -> None:
@@ -196,8 +192,8 @@ class Relay:
             if task is not None:
                 task.cancel()
         self.watches.clear()
-        if self._http is not None:
-            await self._http.aclose()
+        if self._upstream is not None:
+            await self._upstream.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -324,9 +320,9 @@ class Relay:
                 verdict = old
             else:
                 verdict = await self._verdict(token, watch.shape)
-        except httpx.HTTPError as exc:
+        except ConsulUnavailable as exc:
             for conn, request, _ in items:
-                conn.respond(relay_error(f"relay: Consul unreachable: {exc}").wire(request.keep_alive))
+                conn.respond(relay_error(f"relay: {exc}").wire(request.keep_alive))
             return
         snapshot = watch.snapshot
         usable = snapshot is not None and watch.failure is None and not watch.refused
@@ -355,19 +351,15 @@ class Relay:
         try:
             sent = self.clock()
             self.metrics.acl_checks.inc()
-            assert self._http is not None
-            headers = {"X-Consul-Token": token} if token else {}
-            answer = await self._http.get(shape.path, params=shape.params(), headers=headers)
-            if answer.status_code == 403:
-                verdict = Verdict(sent, Answer(403, kept_headers(answer.headers.items()), answer.content), frozenset())
+            assert self._upstream is not None
+            headers = [("X-Consul-Token", token)] if token else []
+            answer = await self._upstream.request("GET", _target(shape.path, shape.params()), headers)
+            if answer.status == 403:
+                verdict = Verdict(sent, Answer(403, kept_headers(answer.headers), answer.body), frozenset())
             else:
-                keys = readable_keys(shape, answer.status_code, answer.content)
+                keys = readable_keys(shape, answer.status, answer.body)
                 if keys is None:
-                    raise httpx.HTTPStatusError(
-                        f"ACL check answered {answer.status_code}: {answer.text[:200]}",
-                        request=answer.request,
-                        response=answer,
-                    )
+                    raise ConsulUnavailable(f"ACL check answered {answer.status}: {answer.body[:200]!r}")
                 verdict = Verdict(sent, None, keys)
             self.verdicts.put(token, shape, verdict, self.clock())
             future.set_result(verdict)
@@ -388,11 +380,10 @@ class Relay:
 
     async def _follow(self, watch: _Watch) -> None:
         """The one upstream blocking query of a shape, with configd_core.blocking's rules."""
-        assert self._http is not None
+        assert self._upstream is not None
         backoff, rate = Backoff(), RateLimiter()
         index = 0
-        headers = {"X-Consul-Token": self.token} if self.token else {}
-        headers["Accept-Encoding"] = "identity"  # the body is handed on byte for byte
+        headers = [("X-Consul-Token", self.token)] if self.token else []
         while True:
             pause = rate.delay(self.clock())
             if pause > 0:
@@ -402,17 +393,18 @@ class Relay:
                 params |= {"index": str(index), "wait": jittered_wait(UPSTREAM_WAIT_SECONDS)}
             self.metrics.upstream.inc()
             try:
-                answer = await self._http.get(watch.shape.path + "?" + urlencode(params), headers=headers)
-            except httpx.HTTPError as exc:
-                self._fail(watch, relay_error(f"relay: Consul unreachable: {exc!r}"), refused=False)
+                answer = await self._upstream.request(
+                    "GET", _target(watch.shape.path, params), headers, timeout=UPSTREAM_WAIT_SECONDS * 1.1 + 30
+                )
+            except ConsulUnavailable as exc:
+                self._fail(watch, relay_error(f"relay: {exc}"), refused=False)
                 index = 0  # after an outage the cluster may be another one: read first, then block
                 await asyncio.sleep(backoff.next_delay())
                 continue
-            kept = kept_headers(answer.headers.items())
-            got = Answer(answer.status_code, kept, answer.content)
+            got = Answer(answer.status, kept_headers(answer.headers), answer.body)
             snapshot = Snapshot.of(watch.shape, got, self.clock())
             if snapshot is None:
-                self._fail(watch, got, refused=answer.status_code in (401, 403))
+                self._fail(watch, got, refused=answer.status in (401, 403))
                 index = 0
                 await asyncio.sleep(backoff.next_delay())
                 continue
@@ -469,25 +461,24 @@ class Relay:
     # --- everything else goes to Consul --------------------------------------------------------------------
     async def _forward(self, conn: _Connection, request: _Request) -> None:
         """Send the request to Consul unchanged (with the caller's token) and its answer back unchanged."""
-        assert self._http is not None
+        assert self._upstream is not None
         self.metrics.forwarded.inc()
         headers = [(n, v) for n, v in request.headers if n.lower() not in _HOP_BY_HOP]
-        if not any(n.lower() == "accept-encoding" for n, _ in headers):
-            headers.append(("Accept-Encoding", "identity"))
+        # A blocking request may be held up to Consul's 10 min cap plus jitter.
+        timeout = 700.0 if "index=" in request.query else 60.0
         try:
-            upstream = self._http.build_request(
-                request.method, request.target, headers=headers, content=request.body or None
+            answer = await self._upstream.request(
+                request.method, request.target, headers, request.body, timeout=timeout
             )
-            response = await self._http.send(upstream, stream=True)
-            try:
-                body = b"".join([chunk async for chunk in response.aiter_raw()])
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as exc:
-            conn.respond(relay_error(f"relay: Consul unreachable: {exc!r}").wire(request.keep_alive))
+        except ConsulUnavailable as exc:
+            conn.respond(relay_error(f"relay: {exc}").wire(request.keep_alive))
             return
-        kept = [(n, v) for n, v in response.headers.items() if n.lower() not in _HOP_BY_HOP and n.lower() != "date"]
-        conn.respond(render(response.status_code, kept, body, keep_alive=request.keep_alive))
+        kept = [(n, v) for n, v in answer.headers if n.lower() not in _HOP_BY_HOP and n.lower() != "date"]
+        conn.respond(render(answer.status, kept, answer.body, keep_alive=request.keep_alive))
+
+
+def _target(path: str, params: dict[str, str]) -> str:
+    return f"{path}?{urlencode(params)}" if params else path
 
 
 class _Connection(asyncio.Protocol):
