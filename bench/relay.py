@@ -197,7 +197,10 @@ def _fan_out(
         reached: list[float] = []  # ms from the PUT to the relay's fan-out start, per push
         errors: dict[str, int] = {}
         holding: list[int] = []
-        writer = httpx.Client(base_url=consul_addr, timeout=30)  # made before the clock starts (TLS context etc.)
+        # Made before the clock starts (TLS context etc.), from its own loopback address: Consul's per-client limit
+        # counts the watchers' 127.0.0.1, and the writer must not be refused with them.
+        transport = httpx.HTTPTransport(local_address="127.0.0.2")
+        writer = httpx.Client(base_url=consul_addr, timeout=30, transport=transport)
         writer.get("/v1/status/leader").raise_for_status()
         for push in range(pushes):
             t0 = time.time()
@@ -435,3 +438,70 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{kind} × {count}" for kind, count in sorted(errors.items())) or "none"
+
+
+def render(r: dict[str, Any]) -> list[str]:
+    """The section of docs/benchmarks.md (called by bench/report.py)."""
+    through, default, lifted = r["relay"], r["raw_default"], r["raw_lifted"]
+    out = ["## 7. Watch relay: 10,000 watchers through one `configd relay`\n"]
+    out.append(
+        f"{through['watchers']} raw asyncio watchers in {through['processes']} processes, each holding a blocking "
+        "`GET <prefix>?recurse&index=&wait=55s` and asking again at once when answered; the parent PUTs a key under "
+        f"the prefix straight to Consul, {through['pushes']} times. Latency = the watcher's `time.time()` when the "
+        "answer with the new index is read − the parent's just before the PUT. The relay talks to Consul through "
+        "a counting proxy (`bench/_proxy.py`). The same watchers then go straight to Consul: at its default limits "
+        "(`http_max_conns_per_client = 200`: every watcher here comes from 127.0.0.1) and at an agent with that "
+        "limit lifted (`bench/relay.py`). Everything — Consul, relay, watchers, parent — shares the 2 cores.\n"
+    )
+    out.append("| | through the relay | raw Consul, default limits | raw Consul, limit lifted |\n|---|---|---|---|")
+
+    def row(label: str, key: Any) -> None:
+        out.append(f"| {label} | {key(through)} | {key(default)} | {key(lifted)} |")
+
+    row("watchers woken per push", lambda x: f"{', '.join(map(str, x['woken_per_push']))} of {x['watchers']}")
+    row(
+        "push → watcher woken p50 / p99 / max (ms)",
+        lambda x: f"{x['latency']['p50_ms']} / {x['latency']['p99_ms']} / {x['latency']['max_ms']}",
+    )
+    row("push → first watcher woken (ms, per push)", lambda x: ", ".join(map(str, x["first_woken_ms"])))
+    row("watchers holding a query after each push", lambda x: ", ".join(map(str, x["holding_after_push"])))
+    row("watcher errors (whole run)", lambda x: _errors(x["errors"]))
+    out.append(
+        f"| blocking queries Consul holds (watchers waiting) | **{through['consul_blocking_queries']}** "
+        f"({through['relay_waiters']} waiting on the relay; {through['consul_connections']} connections to Consul) "
+        "| one per watcher that got in | one per watcher |"
+    )
+    out.append(
+        f"| memory | relay RSS {through['relay_rss_kib_before']} → {through['relay_rss_kib_holding']} KiB: "
+        f"**{through['relay_rss_bytes_per_watcher']} bytes per watcher** | | Consul RSS added: "
+        f"{lifted.get('consul_rss_kib_added', '?')} KiB |"
+    )
+    out.append(
+        f"| push reached the relay (ms after the PUT, per push) | {', '.join(map(str, through['relay_reached_ms']))} "
+        f"| | |\n| relay CPU over the run (s) | {through['relay_cpu_s']} | | |"
+    )
+    met = "**met**" if r["target_met"] else "**missed**"
+    out.append(f"\nTarget (every watcher woken, p99 ≤ {r['target_p99_ms']} ms, one blocking query upstream): {met}.\n")
+    s_relay, s_direct = r["sdk_relay"], r["sdk_direct"]
+    out.append(
+        f"**SDK through the relay.** {s_relay['clients']} real `ConfigClient` objects (each with its own blocking "
+        f"query and registration, as in its own process) in {s_relay['processes']} processes watch one config; "
+        "pushes go through a configd server; latency = the `on_change` callback's `time.time()` − the parent's "
+        "just before the push. First through the relay, then straight to Consul (the lifted agent: 1,000 "
+        "connections from one address are past Consul's default of 200).\n"
+    )
+    out.append("| | through the relay | straight to Consul | ratio |\n|---|---|---|---|")
+    out.append(
+        f"| applied per push | {', '.join(map(str, s_relay['applied_per_push']))} | "
+        f"{', '.join(map(str, s_direct['applied_per_push']))} | |"
+    )
+    a, b = s_relay["latency"], s_direct["latency"]
+    out.append(
+        f"| push → callback p50 / p99 / max (ms) | {a['p50_ms']} / {a['p99_ms']} / {a['max_ms']} | "
+        f"{b['p50_ms']} / {b['p99_ms']} / {b['max_ms']} | p50 × {r['sdk_p50_ratio']}, p99 × {r['sdk_p99_ratio']} |\n"
+    )
+    return out
