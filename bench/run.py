@@ -31,8 +31,9 @@ FULL: dict[str, dict[str, Any]] = {
         "pushes": 5,
         "settle": 3.0,
         "sdk_clients": 1000,
-        "sdk_processes": 4,
+        "sdk_processes": 10,
         "sdk_pushes": 5,
+        "sdk_settle": 8.0,
     },
 }
 QUICK: dict[str, dict[str, Any]] = {
@@ -49,6 +50,7 @@ QUICK: dict[str, dict[str, Any]] = {
         "sdk_clients": 20,
         "sdk_processes": 2,
         "sdk_pushes": 2,
+        "sdk_settle": 2.0,
     },
 }
 SECTIONS = {
