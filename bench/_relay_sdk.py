@@ -19,6 +19,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from configd.relay import raise_open_files_limit
 from configd_client import ConfigClient
+from configd_core.consul import ConsulGateway
+
+_woken: list[float] = []
+_list = ConsulGateway.list
+
+
+def _timed_list(self: ConsulGateway, prefix: str, **kwargs: Any) -> Any:
+    """ConsulGateway.list, noting when a blocking one returns (wake-up vs callback: where the time goes)."""
+    answer = _list(self, prefix, **kwargs)
+    if kwargs.get("index") is not None:
+        _woken.append(time.time())
+    return answer
+
+
+ConsulGateway.list = _timed_list  # type: ignore[method-assign]
 
 
 class Service(BaseSettings):
@@ -56,7 +71,8 @@ def main() -> None:
         if line.strip() == "REPORT":
             with lock:
                 taken, changes[:] = list(changes), []
-            print("REPORT " + json.dumps({"changes": taken}), flush=True)
+                woken, _woken[:] = list(_woken), []
+            print("REPORT " + json.dumps({"changes": taken, "woken": woken}), flush=True)
         elif line.strip() == "EXIT":
             break
     for client in clients:
