@@ -60,7 +60,7 @@ class _Watcher(asyncio.Protocol):
                 continue
             got = int(head.split(b"x-consul-index:")[1].split(b"\r\n")[0])
             if got > self.index:
-                self.watchers.woken[got].append(now)
+                self.watchers.woken.append((self.index, got, now))
             self.index = got if got >= 1 else 0
             # Re-ask in this same loop iteration, after every answer already read has been timed: 3,000 watchers
             # share this process, which a watching process never does.
@@ -78,7 +78,7 @@ class Watchers:
         self.host, self.port, self.retry = host, port, retry
         self.request = f"GET {path}?recurse&index={{}}&wait={wait} HTTP/1.1\r\nHost: {host}\r\n\r\n"
         self.start_index = index
-        self.woken: dict[int, list[float]] = defaultdict(list)  # new index -> time.time() of each wake-up
+        self.woken: list[tuple[int, int, float]] = []  # (index held, index answered, time.time()) per wake-up
         self.errors: dict[str, int] = defaultdict(int)
         self.holding = 0
         self.sent_first = 0
@@ -109,12 +109,12 @@ class Watchers:
 
     def report(self) -> dict[str, object]:
         out = {
-            "woken": {str(k): v for k, v in self.woken.items()},
+            "woken": self.woken,
             "errors": dict(self.errors),
             "holding": self.holding,
             "rss_kib": _rss_kib(),
         }
-        self.woken = defaultdict(list)
+        self.woken = []
         return out
 
 

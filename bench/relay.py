@@ -216,21 +216,34 @@ def _fan_out(
         transport = httpx.HTTPTransport(local_address="127.0.0.2")
         writer = httpx.Client(base_url=consul_addr, timeout=30, transport=transport)
         writer.get("/v1/status/leader").raise_for_status()
+        pushed: list[tuple[int, float]] = []  # (the index the push made, the parent's time.time() before it)
+        wakes: list[tuple[int, int, float]] = []
         for push in range(pushes):
             t0 = time.time()
             writer.put(f"/v1/kv/{prefix}marker", content=str(push).encode()).raise_for_status()
+            pushed.append((int(writer.get(f"/v1/kv/{prefix}marker").json()[0]["ModifyIndex"]), t0))
             time.sleep(settle)
-            reports = group.report()
-            woken = [at - t0 for r in reports for times in r["woken"].values() for at in times]
-            latencies += woken
-            first.append(round(min(woken, default=float("nan")) * 1000, 1))
             if on_push is not None:
                 reached.append(round((on_push() - t0) * 1000, 1))
-            woken_per_push.append(len(woken))
+            reports = group.report()
+            wakes += [(held, got, at) for r in reports for held, got, at in r["woken"]]
             holding.append(sum(r["holding"] for r in reports))
             for r in reports:
                 for kind, count in r["errors"].items():
                     errors[kind] = errors.get(kind, 0) + count
+        time.sleep(settle)
+        wakes += [(held, got, at) for r in group.report() for held, got, at in r["woken"]]
+        # A wake-up answers the oldest push the watcher had not seen: one woken late may skip a push entirely.
+        per_push: list[list[float]] = [[] for _ in pushed]
+        for held, got, at in wakes:
+            for k, (index, t0) in enumerate(pushed):
+                if held < index <= got:
+                    per_push[k].append(at - t0)
+                    break
+        for samples in per_push:
+            latencies += samples
+            first.append(round(min(samples, default=float("nan")) * 1000, 1))
+            woken_per_push.append(len(samples))
         for r in ready:
             for kind, count in r["errors"].items():
                 errors[kind] = errors.get(kind, 0) + count
