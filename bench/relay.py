@@ -526,7 +526,7 @@ def render(r: dict[str, Any]) -> list[str]:
     s_relay, s_direct = r["sdk_relay"], r["sdk_direct"]
     out.append(
         f"**SDK through the relay.** {s_relay['clients']} real `ConfigClient` objects (each with its own blocking "
-        f"query and registration, as in its own process) in {s_relay['processes']} processes watch one config; "
+        f"query, as in its own process; registration off) in {s_relay['processes']} processes watch one config; "
         "pushes go through a configd server; latency = the `on_change` callback's `time.time()` − the parent's "
         "just before the push. First through the relay, then straight to Consul (the agent whose limit is "
         "lifted: Consul's default admits 200 connections from one address).\n"
