@@ -10,6 +10,7 @@ from typing import Any
 
 from ._env import ROOT
 from ._stats import ratio
+from .relay import render as relay_section
 
 NOTES = ROOT / "bench" / "notes.md"
 
@@ -230,6 +231,9 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             f"\nconfigd's idle requests: {kinds} (session renewals of the instance registration, and the blocking "
             "query's re-issue when its wait ends).\n"
         )
+
+    if "relay" in results:
+        out.extend(relay_section(results["relay"]))
 
     if NOTES.exists():
         add(NOTES.read_text().rstrip() + "\n")

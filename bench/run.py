@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import bulk, idle, large, propagation, report, throughput
+from . import bulk, idle, large, propagation, relay, report, throughput
 from ._env import ROOT, BenchEnv, machine_load
 
 FULL: dict[str, dict[str, Any]] = {
@@ -25,6 +25,16 @@ FULL: dict[str, dict[str, Any]] = {
     "bulk": {"count": 10000, "versions": 1000, "page": 50, "repeat": 40},
     "large": {"size_mb": 4, "pushes": 5},
     "idle": {"idle_seconds": 60},
+    "relay": {
+        "watchers": 10000,
+        "processes": 3,
+        "pushes": 5,
+        "settle": 3.0,
+        "sdk_clients": 1000,
+        "sdk_processes": 10,
+        "sdk_pushes": 5,
+        "sdk_settle": 8.0,
+    },
 }
 QUICK: dict[str, dict[str, Any]] = {
     "propagation": {"counts": [1, 2], "pushes": 3},
@@ -32,6 +42,16 @@ QUICK: dict[str, dict[str, Any]] = {
     "bulk": {"count": 20, "versions": 12, "page": 5, "repeat": 3},
     "large": {"size_mb": 1, "pushes": 1},
     "idle": {"idle_seconds": 2},
+    "relay": {
+        "watchers": 200,
+        "processes": 2,
+        "pushes": 2,
+        "settle": 1.0,
+        "sdk_clients": 20,
+        "sdk_processes": 2,
+        "sdk_pushes": 2,
+        "sdk_settle": 2.0,
+    },
 }
 SECTIONS = {
     "propagation": propagation.run,
@@ -39,6 +59,7 @@ SECTIONS = {
     "bulk": bulk.run,
     "large": large.run,
     "idle": idle.run,
+    "relay": relay.run,
 }
 
 

@@ -1,4 +1,4 @@
-"""``configd serve`` and ``configd dev``: the server's command line (argparse; the server extra has no typer)."""
+"""``configd serve``, ``configd relay`` and ``configd dev``: the command line (argparse, no typer)."""
 
 from __future__ import annotations
 
@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         backup.add_argument("--prefix", help="Consul key prefix (env CONFIGD_PREFIX, default configd)")
         backup.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
+    relay = commands.add_parser("relay", help="Consul-compatible watch relay for many watching processes")
+    relay.add_argument("--consul", dest="consul_addr", help="Consul HTTP address (env CONSUL_HTTP_ADDR)")
+    relay.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    relay.add_argument("--port", type=int, default=8510, help="listen port (default 8510)")
+    relay.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
     dev = commands.add_parser("dev", help="throwaway Consul dev agent + server on 127.0.0.1:8080 + example data")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8080)
@@ -144,6 +150,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _relay(args: argparse.Namespace) -> int:
+    from .relay import run
+
+    consul = args.consul_addr or os.environ.get("CONSUL_HTTP_ADDR") or "http://127.0.0.1:8500"
+    if "://" not in consul:
+        consul = f"http://{consul}"
+    # CONSUL_HTTP_TOKEN is the relay's own token (its upstream queries); callers' tokens are checked per read.
+    run(consul, args.host, args.port, token=os.environ.get("CONSUL_HTTP_TOKEN") or None)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -164,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ._keys_cli import run_keys
 
             return run_keys(args)
+        if args.command == "relay":
+            return _relay(args)
         from .dev import run_dev
 
         return run_dev(host=args.host, port=args.port, examples=args.examples, log_level=args.log_level)

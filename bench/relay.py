@@ -1,0 +1,551 @@
+"""7. ``configd relay``: 10,000 watchers through one relay, beside raw Consul with as many as it survives.
+
+Fan-out: ``watchers`` raw asyncio watchers (``bench._relay_watchers``, spread over ``processes`` processes) each
+hold a blocking ``GET <prefix>?recurse&index=&wait=55s`` through one relay (``python -m configd relay``), which
+talks to Consul through a counting proxy (``bench._proxy``), so the blocking queries Consul holds are counted.
+The parent PUTs a key under the prefix straight to Consul; latency = a watcher's ``time.time()`` when its answer
+with the new index is read − the parent's ``time.time()`` just before the PUT. The same watchers are then pointed
+at raw Consul: once with Consul's default limits (200 connections per client address: every watcher here comes
+from 127.0.0.1), once at an agent whose limit is lifted, so the limit and what lies past it are both visible.
+
+SDK: ``sdk_clients`` real ``ConfigClient`` objects (``bench._relay_sdk``, spread over ``sdk_processes``
+processes) watch one config through the relay, then straight to Consul; pushes go through a configd server;
+latency = the callback's ``time.time()`` − the parent's just before the push. Phases run one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from configd.devagent import ConsulAgent, free_ports
+
+from ._env import ROOT, BenchEnv, Server, ok
+from ._proxy import CountingProxy
+from ._stats import ratio, summary_ms
+
+# Consul 1.8's per-client connection limit (default 200), lifted for the "past the limit" agent.
+LIFTED_LIMITS_HCL = "limits { http_max_conns_per_client = 15000 }"
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _prioritize(pid: int, niceness: int = -5) -> None:
+    """Every thread of ``pid`` at ``niceness``: a service process beside a thousand application threads.
+
+    On 2 shared cores, Linux wakes the thread of each answered client ahead of the one that is still answering the
+    others, so a single-threaded server is preempted once per client it wakes. In production Consul and the relay
+    do not share their cores with 1,000 applications; here they get the same priority as each other, above the
+    SDK processes.
+    """
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.setpriority(os.PRIO_PROCESS, int(task), niceness)
+
+
+@dataclass
+class Relay:
+    consul_addr: str
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+    address: str = ""
+
+    def start(self) -> Relay:
+        port = free_ports(1)[0]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "CONFIGD_"))}
+        cmd = [sys.executable, "-m", "configd", "relay", "--consul", self.consul_addr, "--port", str(port)]
+        log = open(self.workdir / f"relay-{port}.log", "ab")  # noqa: SIM115 - kept open for the child's life
+        self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.address = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{self.address}/metrics", timeout=2)
+                return self
+            except httpx.TransportError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("configd relay did not start") from None
+                time.sleep(0.05)
+
+    def metrics(self) -> dict[str, float]:
+        samples: dict[str, float] = {}
+        for line in httpx.get(f"{self.address}/metrics", timeout=30).text.splitlines():
+            if line and not line.startswith("#") and "{" not in line:
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+@dataclass
+class Group:
+    """Child processes of one kind, each answering ``REPORT`` on stdin with one JSON line."""
+
+    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def spawn(self, module: str, *args: str) -> None:
+        self.processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+            )
+        )
+
+    def _line(self, process: subprocess.Popen[str], kind: str) -> dict[str, Any]:
+        assert process.stdout is not None
+        while True:
+            line = process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"a {kind} child exited early")
+            head, _, rest = line.strip().partition(" ")
+            if head == kind:
+                body: dict[str, Any] = json.loads(rest)
+                return body
+
+    def ready(self) -> list[dict[str, Any]]:
+        return [self._line(p, "READY") for p in self.processes]
+
+    def report(self) -> list[dict[str, Any]]:
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.write("REPORT\n")
+            process.stdin.flush()
+        return [self._line(p, "REPORT") for p in self.processes]
+
+    def close(self) -> None:
+        for process in self.processes:
+            try:
+                assert process.stdin is not None
+                process.stdin.write("EXIT\n")
+                process.stdin.close()
+            except OSError:
+                pass
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+def _index(consul_addr: str, prefix: str) -> int:
+    answer = httpx.get(f"{consul_addr}/v1/kv/{prefix}?recurse", timeout=10)
+    return int(answer.headers["x-consul-index"])
+
+
+def _fan_out(
+    target: str,
+    consul_addr: str,
+    prefix: str,
+    watchers: int,
+    processes: int,
+    pushes: int,
+    settle: float,
+    retry: float,
+    on_ready: Any = None,
+    on_push: Any = None,
+) -> dict[str, Any]:
+    """N watchers on ``target``; ``pushes`` PUTs straight to Consul; wake-up latencies and how many woke."""
+    group = Group()
+    start_index = _index(consul_addr, prefix)
+    per = [watchers // processes + (1 if i < watchers % processes else 0) for i in range(processes)]
+    for count in per:
+        group.spawn(
+            "bench._relay_watchers",
+            "--addr",
+            target,
+            "--path",
+            f"/v1/kv/{prefix}",
+            "--count",
+            str(count),
+            "--index",
+            str(start_index),
+            "--retry",
+            str(retry),
+        )
+    extra: dict[str, Any] = {}
+    try:
+        ready = group.ready()
+        time.sleep(2.0)
+        if on_ready is not None:
+            extra = on_ready()
+        group.report()  # forget wake-ups before the first push (a watcher that reconnected)
+        latencies: list[float] = []
+        woken_per_push: list[int] = []
+        first: list[float] = []  # ms from the PUT to the first watcher woken, per push
+        reached: list[float] = []  # ms from the PUT to the relay's fan-out start, per push
+        errors: dict[str, int] = {}
+        holding: list[int] = []
+        # Made before the clock starts (TLS context etc.), from its own loopback address: Consul's per-client limit
+        # counts the watchers' 127.0.0.1, and the writer must not be refused with them.
+        transport = httpx.HTTPTransport(local_address="127.0.0.2")
+        writer = httpx.Client(base_url=consul_addr, timeout=30, transport=transport)
+        writer.get("/v1/status/leader").raise_for_status()
+        pushed: list[tuple[int, float]] = []  # (the index the push made, the parent's time.time() before it)
+        wakes: list[tuple[int, int, float]] = []
+        for push in range(pushes):
+            t0 = time.time()
+            writer.put(f"/v1/kv/{prefix}marker", content=str(push).encode()).raise_for_status()
+            pushed.append((int(writer.get(f"/v1/kv/{prefix}marker").json()[0]["ModifyIndex"]), t0))
+            time.sleep(settle)
+            if on_push is not None:
+                reached.append(round((on_push() - t0) * 1000, 1))
+            reports = group.report()
+            wakes += [(held, got, at) for r in reports for held, got, at in r["woken"]]
+            holding.append(sum(r["holding"] for r in reports))
+            for r in reports:
+                for kind, count in r["errors"].items():
+                    errors[kind] = errors.get(kind, 0) + count
+        time.sleep(settle)
+        wakes += [(held, got, at) for r in group.report() for held, got, at in r["woken"]]
+        # A wake-up answers the oldest push the watcher had not seen: one woken late may skip a push entirely.
+        per_push: list[list[float]] = [[] for _ in pushed]
+        for held, got, at in wakes:
+            for k, (index, t0) in enumerate(pushed):
+                if held < index <= got:
+                    per_push[k].append(at - t0)
+                    break
+        for samples in per_push:
+            latencies += samples
+            first.append(round(min(samples, default=float("nan")) * 1000, 1))
+            woken_per_push.append(len(samples))
+        for r in ready:
+            for kind, count in r["errors"].items():
+                errors[kind] = errors.get(kind, 0) + count
+        writer.close()
+    finally:
+        group.close()
+    return {
+        "watchers": watchers,
+        "processes": processes,
+        "pushes": pushes,
+        "woken_per_push": woken_per_push,
+        "all_woken": all(w >= watchers for w in woken_per_push),
+        "holding_after_push": holding,
+        "errors": errors,
+        "latency": summary_ms(latencies),
+        "first_woken_ms": first,
+        "relay_reached_ms": reached,
+        **extra,
+    }
+
+
+def _sdk_phase(
+    address: str,
+    server: Server,
+    namespace: str,
+    name: str,
+    clients: int,
+    processes: int,
+    pushes: int,
+    settle: float,
+    first_seq: int,
+) -> dict[str, Any]:
+    group = Group()
+    per = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+    for count in per:
+        group.spawn(
+            "bench._relay_sdk",
+            "--addr",
+            address,
+            "--prefix",
+            server.prefix,
+            "--config",
+            f"{namespace}/{name}",
+            "--count",
+            str(count),
+        )
+    started: dict[int, float] = {}  # version -> the parent's time.time() just before its push
+    applied: dict[int, list[float]] = {}  # version -> callback times (a late one is still counted for its version)
+    woken: list[float] = []  # blocking queries that returned, ms after the push before them
+    try:
+        group.ready()
+        time.sleep(2.0)
+        group.report()
+        with server.client() as http:
+            for push in range(pushes):
+                t0 = time.time()
+                body = ok(http.put(f"/api/v1/configs/{namespace}/{name}", json={"data": {"seq": first_seq + push}}))
+                started[body["version"]] = t0
+                time.sleep(settle)
+                for report in group.report():
+                    for version, at in report["changes"]:
+                        applied.setdefault(version, []).append(at)
+                    woken += [at - t0 for at in report["woken"] if at >= t0]
+    finally:
+        group.close()
+    latencies = [at - t0 for version, t0 in started.items() for at in applied.get(version, [])]
+    per_push = [len(applied.get(version, [])) for version in started]
+    return {
+        "clients": clients,
+        "processes": processes,
+        "applied_per_push": per_push,
+        "all_applied": all(a >= clients for a in per_push),
+        "latency": summary_ms(latencies),
+        "blocking_query_returned": summary_ms(woken),
+    }
+
+
+def run(
+    env: BenchEnv,
+    watchers: int,
+    processes: int,
+    pushes: int,
+    settle: float,
+    sdk_clients: int,
+    sdk_processes: int,
+    sdk_pushes: int,
+    sdk_settle: float = 8.0,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    with BenchEnv(agent=ConsulAgent.dev(name="configd-bench-lifted", extra_hcl=LIFTED_LIMITS_HCL)) as lifted:
+        prefix = f"bench-relay/{uuid.uuid4().hex[:8]}/"
+        httpx.put(f"{lifted.consul_addr}/v1/kv/{prefix}marker", content=b"start", timeout=10).raise_for_status()
+        host, port = lifted.consul_addr.removeprefix("http://").split(":")
+        proxy = CountingProxy(host, int(port)).start()
+        relay = Relay(proxy.address, lifted.workdir).start()
+        assert relay.process is not None
+        pid = relay.process.pid
+        try:
+            rss_before = _rss_kib(pid)
+            cpu_before = _cpu_s(pid)
+
+            def holding() -> dict[str, Any]:
+                deadline = time.monotonic() + 120
+                metrics = relay.metrics()
+                while metrics["configd_relay_downstream_waiters"] < watchers and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    metrics = relay.metrics()
+                rss = _rss_kib(pid)
+                return {
+                    "relay_waiters": int(metrics["configd_relay_downstream_waiters"]),
+                    "relay_rss_kib_before": rss_before,
+                    "relay_rss_kib_holding": rss,
+                    "relay_rss_bytes_per_watcher": round((rss - rss_before) * 1024 / max(1, watchers)),
+                    "consul_blocking_queries": proxy.snapshot()["blocking_in_flight"],
+                    "consul_connections": proxy.snapshot()["open_connections"],
+                    "upstream_queries": int(metrics["configd_relay_upstream_queries"]),
+                }
+
+            def last_fanout() -> float:
+                return relay.metrics()["configd_relay_last_fanout_started_unixtime"]
+
+            print(f"  relay: {watchers} watchers in {processes} processes", flush=True)
+            through = _fan_out(
+                relay.address,
+                lifted.consul_addr,
+                prefix,
+                watchers,
+                processes,
+                pushes,
+                settle,
+                1.0,
+                on_ready=holding,
+                on_push=last_fanout,
+            )
+            through["relay_cpu_s"] = round(_cpu_s(pid) - cpu_before, 2)
+            after = relay.metrics()
+            through["fanout_histogram_sum_s"] = round(after.get("configd_relay_fanout_seconds_sum", 0.0), 3)
+            through["fanout_count"] = int(after.get("configd_relay_fanout_seconds_count", 0))
+            through["consul_blocking_queries_after"] = proxy.snapshot()["blocking_in_flight"]
+            result["relay"] = through
+            print(f"  relay: {through}", flush=True)
+        finally:
+            relay.stop()
+            proxy.stop()
+
+        print(f"  raw Consul, default limits: {watchers} watchers", flush=True)
+        raw_prefix = f"bench-relay-raw/{uuid.uuid4().hex[:8]}/"
+        httpx.put(f"{env.consul_addr}/v1/kv/{raw_prefix}marker", content=b"start", timeout=10).raise_for_status()
+        result["raw_default"] = _fan_out(
+            env.consul_addr, env.consul_addr, raw_prefix, watchers, processes, pushes, settle, 5.0
+        )
+        print(f"  raw default: {result['raw_default']}", flush=True)
+        print(f"  raw Consul, limit lifted: {watchers} watchers", flush=True)
+        consul_pid = lifted.agent.process.pid if lifted.agent.process else 0
+        rss_consul = _rss_kib(consul_pid)
+        result["raw_lifted"] = _fan_out(
+            lifted.consul_addr,
+            lifted.consul_addr,
+            prefix,
+            watchers,
+            processes,
+            pushes,
+            settle,
+            5.0,
+            on_ready=lambda: {"consul_rss_kib_added": _rss_kib(consul_pid) - rss_consul},
+        )
+        print(f"  raw lifted: {result['raw_lifted']}", flush=True)
+
+        # SDK: real ConfigClients through the relay, then straight to Consul (the lifted agent: > 200 clients).
+        server = lifted.start_server()
+        for service in (server.process.pid, consul_pid):
+            _prioritize(service)
+        namespace, name = "relay", "svc"
+        ok(server.client().put(f"/api/v1/schemas/{namespace}/{name}", json={"type": "object"}))
+        ok(server.client().put(f"/api/v1/configs/{namespace}/{name}", json={"data": {"seq": 0}}))
+        relay = Relay(lifted.consul_addr, lifted.workdir).start()
+        assert relay.process is not None
+        _prioritize(relay.process.pid)
+        try:
+            print(f"  SDK through the relay: {sdk_clients} clients", flush=True)
+            result["sdk_relay"] = _sdk_phase(
+                relay.address, server, namespace, name, sdk_clients, sdk_processes, sdk_pushes, sdk_settle, 1
+            )
+        finally:
+            relay.stop()
+        print(f"  SDK straight to Consul: {sdk_clients} clients", flush=True)
+        result["sdk_direct"] = _sdk_phase(
+            lifted.consul_addr, server, namespace, name, sdk_clients, sdk_processes, sdk_pushes, sdk_settle, 1000
+        )
+        server.stop()
+    r, d = result["sdk_relay"]["latency"], result["sdk_direct"]["latency"]
+    result["sdk_p99_ratio"] = ratio(r["p99_ms"], d["p99_ms"])
+    result["sdk_p50_ratio"] = ratio(r["p50_ms"], d["p50_ms"])
+    through = result["relay"]
+    result["target_p99_ms"] = 500
+    result["target_met"] = (
+        through["all_woken"] and through["latency"]["p99_ms"] <= 500 and through["consul_blocking_queries"] == 1
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--watchers", type=int, default=10000)
+    parser.add_argument("--processes", type=int, default=3)
+    parser.add_argument("--pushes", type=int, default=5)
+    parser.add_argument("--settle", type=float, default=3.0)
+    parser.add_argument("--sdk-clients", type=int, default=1000)
+    parser.add_argument("--sdk-processes", type=int, default=4)
+    parser.add_argument("--sdk-pushes", type=int, default=5)
+    args = parser.parse_args()
+    with BenchEnv() as env:
+        print(
+            json.dumps(
+                run(
+                    env,
+                    args.watchers,
+                    args.processes,
+                    args.pushes,
+                    args.settle,
+                    args.sdk_clients,
+                    args.sdk_processes,
+                    args.sdk_pushes,
+                ),
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
+
+
+def _errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{kind} × {count}" for kind, count in sorted(errors.items())) or "none"
+
+
+def render(r: dict[str, Any]) -> list[str]:
+    """The section of docs/benchmarks.md (called by bench/report.py)."""
+    through, default, lifted = r["relay"], r["raw_default"], r["raw_lifted"]
+    out = ["## 7. Watch relay: 10,000 watchers through one `configd relay`\n"]
+    out.append(
+        f"{through['watchers']} raw asyncio watchers in {through['processes']} processes, each holding a blocking "
+        "`GET <prefix>?recurse&index=&wait=55s` and asking again at once when answered; the parent PUTs a key under "
+        f"the prefix straight to Consul, {through['pushes']} times. Latency = the watcher's `time.time()` when the "
+        "answer with the new index is read − the parent's just before the PUT. The relay talks to Consul through "
+        "a counting proxy (`bench/_proxy.py`). The same watchers then go straight to Consul: at its default limits "
+        "(`http_max_conns_per_client = 200`: every watcher here comes from 127.0.0.1) and at an agent with that "
+        "limit lifted (`bench/relay.py`). Everything — Consul, relay, watchers, parent — shares the 2 cores.\n"
+    )
+    out.append("| | through the relay | raw Consul, default limits | raw Consul, limit lifted |\n|---|---|---|---|")
+
+    def row(label: str, key: Any) -> None:
+        out.append(f"| {label} | {key(through)} | {key(default)} | {key(lifted)} |")
+
+    row("watchers woken per push", lambda x: f"{', '.join(map(str, x['woken_per_push']))} of {x['watchers']}")
+    row(
+        "push → watcher woken p50 / p99 / max (ms)",
+        lambda x: f"{x['latency']['p50_ms']} / {x['latency']['p99_ms']} / {x['latency']['max_ms']}",
+    )
+    row("push → first watcher woken (ms, per push)", lambda x: ", ".join(map(str, x["first_woken_ms"])))
+    row("watchers holding a query after each push", lambda x: ", ".join(map(str, x["holding_after_push"])))
+    row("watcher errors (whole run)", lambda x: _errors(x["errors"]))
+    out.append(
+        f"| blocking queries Consul holds (watchers waiting) | **{through['consul_blocking_queries']}** "
+        f"({through['relay_waiters']} waiting on the relay; {through['consul_connections']} connections to Consul) "
+        "| one per watcher that got in | one per watcher |"
+    )
+    out.append(
+        f"| memory | relay RSS {through['relay_rss_kib_before']} → {through['relay_rss_kib_holding']} KiB: "
+        f"**{through['relay_rss_bytes_per_watcher']} bytes per watcher** | | Consul RSS added: "
+        f"{lifted.get('consul_rss_kib_added', '?')} KiB |"
+    )
+    out.append(
+        f"| push reached the relay (ms after the PUT, per push) | {', '.join(map(str, through['relay_reached_ms']))} "
+        f"| | |\n| relay CPU over the run (s) | {through['relay_cpu_s']} | | |"
+    )
+    met = "**met**" if r["target_met"] else "**missed**"
+    out.append(f"\nTarget (every watcher woken, p99 ≤ {r['target_p99_ms']} ms, one blocking query upstream): {met}.\n")
+    s_relay, s_direct = r["sdk_relay"], r["sdk_direct"]
+    out.append(
+        f"**SDK through the relay.** {s_relay['clients']} real `ConfigClient` objects (each with its own blocking "
+        f"query, as in its own process; registration off) in {s_relay['processes']} processes watch one config; "
+        "pushes go through a configd server; latency = the `on_change` callback's `time.time()` − the parent's "
+        "just before the push. First through the relay, then straight to Consul (the agent whose limit is "
+        "lifted: Consul's default admits 200 connections from one address).\n"
+    )
+    out.append("| | through the relay | straight to Consul | ratio |\n|---|---|---|---|")
+    out.append(
+        f"| applied per push | {', '.join(map(str, s_relay['applied_per_push']))} | "
+        f"{', '.join(map(str, s_direct['applied_per_push']))} | |"
+    )
+    a, b = s_relay["latency"], s_direct["latency"]
+    out.append(
+        f"| push → callback p50 / p99 / max (ms) | {a['p50_ms']} / {a['p99_ms']} / {a['max_ms']} | "
+        f"{b['p50_ms']} / {b['p99_ms']} / {b['max_ms']} | p50 × {r['sdk_p50_ratio']}, p99 × {r['sdk_p99_ratio']} |"
+    )
+    if "blocking_query_returned" in s_relay:
+        a, b = s_relay["blocking_query_returned"], s_direct["blocking_query_returned"]
+        out.append(
+            f"| of which: push → the SDK's blocking query returned, p50 / p99 / max (ms) | "
+            f"{a['p50_ms']} / {a['p99_ms']} / {a['max_ms']} | {b['p50_ms']} / {b['p99_ms']} / {b['max_ms']} | |"
+        )
+    out.append("")
+    return out
