@@ -47,8 +47,11 @@ run: $(STAMP) consul
 
 # Tiers (docs/architecture.md): unit (no network, seconds), integration (real Consul + servers), browser (real
 # Chromium), reliability (failover, outages, hostile input). `make test` runs all four.
+# TEST_WORKERS: pytest-xdist processes; each runs its share of test modules (--dist loadscope) against its own
+# Consul agent. Most tests wait on Consul and subprocesses, so 3 workers fit 2 cores. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit

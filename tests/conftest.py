@@ -22,8 +22,10 @@ import httpx
 import pytest
 
 from configd.devagent import ConsulAgent, free_ports
+from configd.services.keys import create_key
 from configd_core.consul import ConsulGateway
 from configd_core.layout import KeyLayout
+from configd_core.secrets import KEYS_FORMAT, KeyRing
 
 # Tiers by folder (docs/architecture.md): `pytest -m unit` runs in seconds with no network.
 _TIERS = ("unit", "integration", "browser", "reliability", "bench")
@@ -102,10 +104,17 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     tokens_file: Path
+    keys_file: Path
 
     @property
     def prefix(self) -> str:
         return self.layout.prefix
+
+    def allow_secrets(self, namespace: str) -> None:
+        """Give the server a key for ``namespace`` (its key file is re-read on change), so secret fields there can be
+        written (docs/security.md)."""
+        if namespace not in KeyRing.from_file(self.keys_file).namespaces:
+            create_key(self.keys_file, namespace)
 
     def headers(self, token_name: str | None = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[token_name]}"} if token_name else {}
@@ -149,8 +158,11 @@ def start_server(
     layout = KeyLayout(prefix=prefix or f"srv-{uuid.uuid4().hex[:10]}")
     port = free_ports(1)[0]
     log_path = workdir / f"server-{port}.log"
+    keys_file = workdir / "keys.json"
+    if not keys_file.exists():  # no namespace keys yet: ``allow_secrets`` adds them as tests need
+        keys_file.write_text(json.dumps({"format": KEYS_FORMAT, "namespaces": {}}))
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "CONFIGD_"))}
-    child_env.update(env or {})
+    child_env.update({"CONFIGD_KEYS_FILE": str(keys_file), **(env or {})})
     cmd = [
         sys.executable,
         "-m",
@@ -177,6 +189,7 @@ def start_server(
         process=process,
         log_path=log_path,
         tokens_file=tokens_file,
+        keys_file=Path(child_env["CONFIGD_KEYS_FILE"]),
     )
     deadline = time.monotonic() + timeout
     while True:

@@ -16,7 +16,18 @@ from configd_core.records import ChangeRequestRecord, PolicyRecord, ReviewEvent
 
 from ..auth import Principal
 from ..services.change_requests import ChangeRequests, Review
-from .deps import Authorize, Credentials, Reader, State, WriteAttempt, body_openapi, get_state, json_body
+from .deps import (
+    Authorize,
+    Credentials,
+    Namespace,
+    NamespaceFilter,
+    Reader,
+    State,
+    WriteAttempt,
+    body_openapi,
+    get_state,
+    json_body,
+)
 from .errors import ERROR_RESPONSES
 from .models import ChangeItem, ErrorItem, ExpectedVersion
 
@@ -218,7 +229,7 @@ CommentDoc = Annotated[CommentBody, Depends(json_body(CommentBody))]
 
 # --- routes ------------------------------------------------------------------------------------------------
 @router.get("/policies/{ns}", response_model=PolicyView, responses=ERROR_RESPONSES, summary="A namespace's policy")
-def get_policy(ns: str, _: Reader, changes: Reviews) -> PolicyView:
+def get_policy(ns: Namespace, _: Reader, changes: Reviews) -> PolicyView:
     return PolicyView.of(ns, changes.policy(ns))
 
 
@@ -229,7 +240,7 @@ def get_policy(ns: str, _: Reader, changes: Reviews) -> PolicyView:
     openapi_extra=body_openapi(PolicyBody),
     summary="Set a namespace's review policy (admin)",
 )
-def set_policy(ns: str, principal: PolicyAdmin, body: PolicyDoc, changes: Reviews) -> PolicyView:
+def set_policy(ns: Namespace, principal: PolicyAdmin, body: PolicyDoc, changes: Reviews) -> PolicyView:
     """``approvals_required`` 1 or 2 turns every push into a change request (admins may still push: an emergency
     push, audited as ``push.emergency``); 0 publishes directly, as without a policy."""
     record = changes.set_policy(ns, body.approvals_required, body.approvers, actor=principal.name)
@@ -240,7 +251,7 @@ def set_policy(ns: str, principal: PolicyAdmin, body: PolicyDoc, changes: Review
 def list_change_requests(
     principal: Reader,
     changes: Reviews,
-    namespace: Annotated[str | None, Query(description="only this namespace")] = None,
+    namespace: NamespaceFilter = None,
     state: Annotated[State_ | None, Query(description="only this state")] = None,
     author: Annotated[str | None, Query(description="only this author (token name)")] = None,
     mine: Annotated[bool, Query(description="only the caller's own")] = False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 
 from configd_core.errors import NotFound
 from configd_core.layout import validate_name
@@ -12,7 +12,7 @@ from configd_core.layout import validate_name
 from ..auth import Principal
 from ..planning.retention import RetentionPolicy
 from ..services.retention import Operations
-from .deps import Authorize, Reader, State, body_openapi, json_body
+from .deps import Authorize, Namespace, NamespaceFilter, Reader, State, body_openapi, json_body
 from .errors import ERROR_RESPONSES
 
 router = APIRouter(prefix="/api/v1", tags=["operations"])
@@ -29,7 +29,7 @@ def _operations(state: Any) -> Operations:
 
 
 @router.get("/retention/{ns}", responses=ERROR_RESPONSES, summary="The namespace's retention policy")
-def get_retention(ns: str, _: Reader, state: State) -> dict[str, Any]:
+def get_retention(ns: Namespace, _: Reader, state: State) -> dict[str, Any]:
     policy = _operations(state).retention.policy(ns)
     return {
         "namespace": ns,
@@ -44,13 +44,13 @@ def get_retention(ns: str, _: Reader, state: State) -> dict[str, Any]:
     summary="Set the namespace's retention policy (applied by the elected replica)",
     openapi_extra=body_openapi(RetentionPolicy),
 )
-def put_retention(ns: str, principal: RetentionAdmin, policy: PolicyBody, state: State) -> dict[str, Any]:
+def put_retention(ns: Namespace, principal: RetentionAdmin, policy: PolicyBody, state: State) -> dict[str, Any]:
     _operations(state).retention.set_policy(ns, policy, actor=principal.name)
     return {"namespace": ns, "policy": policy.model_dump(exclude_none=True)}
 
 
 @router.delete("/retention/{ns}", responses=ERROR_RESPONSES, summary="Remove the policy: keep everything")
-def delete_retention(ns: str, principal: RetentionAdmin, state: State) -> dict[str, Any]:
+def delete_retention(ns: Namespace, principal: RetentionAdmin, state: State) -> dict[str, Any]:
     _operations(state).retention.clear_policy(ns, actor=principal.name)
     return {"namespace": ns, "policy": {}}
 
@@ -59,9 +59,7 @@ def delete_retention(ns: str, principal: RetentionAdmin, state: State) -> dict[s
 def storage(
     principal: Reader,
     state: State,
-    namespace: Annotated[
-        str | None, Query(description="count this namespace now (else: the last stored count)")
-    ] = None,
+    namespace: NamespaceFilter = None,  # counted now; without it, the last stored count of every namespace
 ) -> dict[str, Any]:
     operations = _operations(state)
     if namespace:

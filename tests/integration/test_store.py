@@ -128,7 +128,7 @@ def test_twenty_threads_pushing_one_config(store: ConfigStore) -> None:
 
 def test_schema_rejection_lists_every_path_and_writes_nothing(store: ConfigStore, gateway: ConsulGateway) -> None:
     store.push("payments", "service", {"timeout_ms": 500}, actor="a")
-    before = kv_tree(gateway)
+    before = kv_tree(gateway, f"{store.layout.prefix}/")
     with pytest.raises(ValidationFailed) as info:
         store.push(
             "payments",
@@ -139,33 +139,33 @@ def test_schema_rejection_lists_every_path_and_writes_nothing(store: ConfigStore
     paths = sorted(e.path for e in info.value.errors)
     assert paths == ["/currency", "/limits/daily", "/retries", "/timeout_ms"]
     assert all(e.message for e in info.value.errors)
-    assert kv_tree(gateway) == before
+    assert kv_tree(gateway, f"{store.layout.prefix}/") == before
 
 
 def test_missing_required_property_is_reported(store: ConfigStore, gateway: ConsulGateway) -> None:
-    before = kv_tree(gateway)
+    before = kv_tree(gateway, f"{store.layout.prefix}/")
     with pytest.raises(ValidationFailed) as info:
         store.push("payments", "service", {"retries": 1}, actor="a")
     assert [e.path for e in info.value.errors] == ["/"]
     assert "timeout_ms" in info.value.errors[0].message
-    assert kv_tree(gateway) == before
+    assert kv_tree(gateway, f"{store.layout.prefix}/") == before
 
 
 def test_push_without_schema_is_rejected(store: ConfigStore, gateway: ConsulGateway) -> None:
-    before = kv_tree(gateway)
+    before = kv_tree(gateway, f"{store.layout.prefix}/")
     with pytest.raises(SchemaNotFound, match="no schema is registered for payments/other"):
         store.push("payments", "other", {"a": 1}, actor="a")
-    assert kv_tree(gateway) == before
+    assert kv_tree(gateway, f"{store.layout.prefix}/") == before
 
 
 def test_incompatible_schema_update_rejected_unless_forced(store: ConfigStore, gateway: ConsulGateway) -> None:
     store.push("payments", "service", {"timeout_ms": 500, "retries": 3}, actor="a")
     stricter = {**PAYMENT_SCHEMA, "properties": {**PAYMENT_SCHEMA["properties"], "retries": {"type": "string"}}}
-    before = kv_tree(gateway)
+    before = kv_tree(gateway, f"{store.layout.prefix}/")
     with pytest.raises(SchemaIncompatible) as info:
         store.register_schema("payments", "service", stricter, actor="a")
     assert [e.path for e in info.value.errors] == ["/retries"]
-    assert kv_tree(gateway) == before
+    assert kv_tree(gateway, f"{store.layout.prefix}/") == before
 
     forced = store.register_schema("payments", "service", stricter, actor="a", force=True)
     assert forced.status == "created" and forced.record.version == 2 and forced.record.forced
@@ -176,11 +176,11 @@ def test_incompatible_schema_update_rejected_unless_forced(store: ConfigStore, g
 
 
 def test_invalid_schema_is_rejected_with_paths(store: ConfigStore, gateway: ConsulGateway) -> None:
-    before = kv_tree(gateway)
+    before = kv_tree(gateway, f"{store.layout.prefix}/")
     with pytest.raises(ValidationFailed) as info:
         store.register_schema("payments", "bad", {"type": "object", "properties": {"a": {"type": 12}}}, actor="a")
     assert [e.path for e in info.value.errors] == ["/properties/a/type"]
-    assert kv_tree(gateway) == before
+    assert kv_tree(gateway, f"{store.layout.prefix}/") == before
 
 
 def test_validators_are_compiled_once_per_schema_version(store: ConfigStore) -> None:
@@ -244,12 +244,12 @@ def test_mid_size_config_is_compressed_inline(gateway: ConsulGateway, layout: Ke
 def test_oversize_config_gets_size_error_and_writes_nothing(store: ConfigStore, gateway: ConsulGateway) -> None:
     store.register_schema("big", "huge", {"type": "object"}, actor="a")
     data = {"blob": "x" * (MAX_CONFIG_BYTES + 10)}
-    before = kv_tree(gateway)
+    before = kv_tree(gateway, f"{store.layout.prefix}/")
     with pytest.raises(ConfigTooLarge) as info:
         store.push("big", "huge", data, actor="a")
     assert info.value.limit == MAX_CONFIG_BYTES and info.value.size > MAX_CONFIG_BYTES
     assert str(MAX_CONFIG_BYTES) in str(info.value) and str(info.value.size) in str(info.value)
-    assert kv_tree(gateway) == before
+    assert kv_tree(gateway, f"{store.layout.prefix}/") == before
 
 
 @pytest.mark.parametrize(
@@ -268,12 +268,12 @@ def test_oversize_config_gets_size_error_and_writes_nothing(store: ConfigStore, 
     ],
 )
 def test_bad_names_rejected(store: ConfigStore, gateway: ConsulGateway, namespace: str, name: str) -> None:
-    before = kv_tree(gateway)
+    before = kv_tree(gateway, f"{store.layout.prefix}/")
     with pytest.raises(InvalidName):
         store.push(namespace, name, {"timeout_ms": 1}, actor="a")
     with pytest.raises(InvalidName):
         store.register_schema(namespace, name, {"type": "object"}, actor="a")
-    assert kv_tree(gateway) == before
+    assert kv_tree(gateway, f"{store.layout.prefix}/") == before
 
 
 def _deeply_nested(levels: int) -> dict[str, Any]:
@@ -289,10 +289,10 @@ def _deeply_nested(levels: int) -> dict[str, Any]:
     ids=["array", "string", "nan", "infinity", "too-deep"],
 )
 def test_unstorable_documents_rejected(store: ConfigStore, gateway: ConsulGateway, data: Any) -> None:
-    before = kv_tree(gateway)
+    before = kv_tree(gateway, f"{store.layout.prefix}/")
     with pytest.raises(InvalidConfig):
         store.push("payments", "service", data, actor="a")
-    assert kv_tree(gateway) == before
+    assert kv_tree(gateway, f"{store.layout.prefix}/") == before
 
 
 def test_delete_keeps_history_and_is_recorded(store: ConfigStore, gateway: ConsulGateway, layout: KeyLayout) -> None:
