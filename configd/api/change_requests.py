@@ -66,8 +66,11 @@ class CommentBody(_Body):
 
 class PolicyBody(_Body):
     approvals_required: Annotated[ExpectedVersion, Field(le=2)]
-    approvers: list[str] | None = Field(
-        default=None, description="role names (editor, admin: that role or higher) and token names; default editor"
+    approvers: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=50,
+        description="role names (editor, admin: that role or higher) and token names; default editor",
     )
 
 
