@@ -259,6 +259,8 @@ def _kind_and_namespace(parts: list[str]) -> tuple[str, str | None]:
         return ("schemas" if parts[1] == "heads" else "schema_versions"), parts[2]
     if parts[0] in ("heads", "versions", "blobs", "audit", "clients") and len(parts) > 1:
         return parts[0], parts[1]
+    if parts[0] == "rollouts" and len(parts) > 2:
+        return ("rollouts" if parts[1] == "active" else "rollout_history"), parts[2]
     return parts[0], None
 
 

@@ -11,10 +11,11 @@ the CLI. Its surface:
 ``configd_core.consul``       ``ConsulGateway`` (py-consul on urllib3) and the transaction operations ``op_*``
 ``configd_core.blocking``     Consul's blocking-query rules: index reset, jitter, backoff, rate limit (no I/O)
 ``configd_core.flags``        feature flags as config values: the key ``NS/NAME/PATH``, JSON Pointer resolution
+``configd_core.rollouts``     rollout membership: sticky buckets, labels, the one ``is_member`` rule
 ============================  ===================================================================================
 
 The dependency rule: ``configd_core`` imports nothing of ``configd``, ``configd_client`` or ``configctl``; they all
 import it. docs/architecture.md draws the whole picture.
 """
 
-__all__ = ["blocking", "consul", "diff", "errors", "flags", "layout", "records"]
+__all__ = ["blocking", "consul", "diff", "errors", "flags", "layout", "records", "rollouts"]

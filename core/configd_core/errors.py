@@ -111,6 +111,15 @@ class VersionConflict(ConfigdError):
         self.actual = actual
 
 
+class RolloutActive(VersionConflict):
+    """The config has an active rollout: a plain push, rollback, delete or second rollout waits until it is
+    completed or aborted. ``rollout`` is the rollout's id."""
+
+    def __init__(self, message: str, *, rollout: str) -> None:
+        super().__init__(message)
+        self.rollout = rollout
+
+
 class ConfigTooLarge(ConfigdError):
     """The canonical JSON of a config is larger than configd stores."""
 

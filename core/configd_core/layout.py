@@ -16,6 +16,8 @@ Every key lives under one prefix (``configd`` by default)::
     <prefix>/change-requests/<id:012d>             change request: base, proposed document, approvals, state
     <prefix>/change-request-seq                    the last change request id handed out (CAS counter)
     <prefix>/projections/<ns>                      projection settings of a namespace and its configs
+    <prefix>/rollouts/active/<ns>/<name>           marker of an active rollout (its record rides in the head)
+    <prefix>/rollouts/history/<ns>/<name>/<at>-<id> a finished rollout: how it ended, who ended it, failures
     <any key outside the prefix>                   a projection's keys (document, spring, tree), Consul Flags = owner
 
 Heads sit apart from version bodies so that ONE blocking query on ``<prefix>/heads/<ns>/`` watches every
@@ -184,7 +186,24 @@ class KeyLayout:
             "schema_versions": f"{self.prefix}/schemas/versions/{namespace}/",
             "audit": self.audit_prefix(namespace),
             "clients": self.clients_prefix(namespace),
+            "rollouts": f"{self.prefix}/rollouts/active/{namespace}/",
+            "rollout_history": f"{self.prefix}/rollouts/history/{namespace}/",
         }
+
+    # --- rollouts ---------------------------------------------------------------------------------------
+    @property
+    def active_rollouts_root(self) -> str:
+        return f"{self.prefix}/rollouts/active/"
+
+    def active_rollout(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}/rollouts/active/{namespace}/{name}"
+
+    def rollout_history_prefix(self, namespace: str, name: str) -> str:
+        return f"{self.prefix}/rollouts/history/{namespace}/{name}/"
+
+    def rollout_history(self, namespace: str, name: str, started_at: str, rollout_id: str) -> str:
+        stamp = "".join(ch for ch in started_at if ch.isdigit())
+        return f"{self.rollout_history_prefix(namespace, name)}{stamp}-{rollout_id}"
 
     # --- review: namespace policies and change requests ---------------------------------------------
     def policy(self, namespace: str) -> str:

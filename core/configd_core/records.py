@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigdError, ConfigTooLarge, InvalidConfig
 from .layout import CHUNK_BYTES, HEAD_INLINE_BYTES, MAX_CONFIG_BYTES, MAX_JSON_DEPTH, MAX_RECORD_BYTES
@@ -123,6 +123,107 @@ class SchemaRef(_Record):
     version: int
 
 
+RolloutState = Literal["running", "paused", "completed", "aborted"]
+#: Rollout states that are over: the record then lives only in the rollout history.
+ROLLOUT_FINAL_STATES: frozenset[str] = frozenset({"completed", "aborted"})
+FailureKind = Literal["rejected", "callback", "unhealthy"]
+
+
+class RolloutCohort(_Record):
+    """Who runs a rollout's candidate (``configd_core.rollouts.is_member`` is the one rule):
+
+    an instance whose key or id is in ``instances`` always; otherwise one whose labels include every pair of
+    ``labels`` (no labels: every instance) and whose sticky bucket is below the current step's percentage.
+    """
+
+    labels: dict[str, str] = Field(
+        default_factory=dict, max_length=20, description="every pair must match the instance's labels"
+    )
+    instances: list[str] = Field(
+        default_factory=list, max_length=200, description="instance keys or ids always in the cohort"
+    )
+
+
+class RolloutFailure(_Record):
+    """One instance's report of a failure on a rollout's candidate (aggregated by the driver, kept in history)."""
+
+    instance: str
+    kind: FailureKind
+    reason: str = ""
+    at: str
+
+
+class RolloutPlan(_Record):
+    """How a rollout goes: the cohort, the steps (percentages) each held for ``bake_seconds``, whether it advances
+    by itself, and the failure threshold (neither given: the first instance that fails aborts it)."""
+
+    cohort: RolloutCohort = Field(default_factory=RolloutCohort)
+    steps: list[float] = Field(default_factory=lambda: [100.0], min_length=1, max_length=20)
+    bake_seconds: float = Field(default=300.0, ge=0, le=7 * 86400)
+    auto: bool = True
+    max_failures: int | None = Field(default=None, ge=1)
+    max_failure_ratio: float | None = Field(default=None, gt=0, le=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_grow(cls, steps: list[float]) -> list[float]:
+        if any(not 0 <= step <= 100 for step in steps):
+            raise ValueError("every step is a percentage from 0 to 100")
+        if any(later < earlier for earlier, later in zip(steps, steps[1:], strict=False)):
+            raise ValueError("steps may not shrink: a larger percentage only adds instances")
+        return steps
+
+
+class RolloutRecord(_Record):
+    """A progressive rollout of one config from its head (``base_version``) to ``candidate_version``.
+
+    While active it rides in the config's head record (``HeadRecord.rollout``), so every SDK watching the namespace
+    receives it with its one blocking query and decides membership itself. Finished, it is kept under
+    ``rollouts/<ns>/<name>/<started>-<id>`` (the rollout history) with who ended it, why, and the failures reported.
+    """
+
+    kind: Literal["configd.rollout"] = "configd.rollout"
+    id: str
+    namespace: str
+    name: str
+    base_version: int = Field(ge=1)
+    candidate_version: int = Field(ge=2)
+    candidate_sha256: str
+    candidate_size: int
+    candidate_data: dict[str, Any] | None = Field(
+        default=None, description="the candidate itself when its canonical JSON is at most 4 KiB; else null"
+    )
+    plan: RolloutPlan
+    step: int = Field(default=0, ge=0, description="index into plan.steps")
+    state: RolloutState = "running"
+    message: str = ""
+    started_by: str
+    started_at: str
+    step_started_at: str
+    updated_by: str
+    updated_at: str
+    finished_by: str | None = None
+    finished_at: str | None = None
+    reason: str = ""
+    failures: list[RolloutFailure] = Field(default_factory=list, description="kept when the rollout ends")
+
+    @property
+    def active(self) -> bool:
+        return self.state not in ROLLOUT_FINAL_STATES
+
+    @property
+    def percent(self) -> float:
+        return self.plan.steps[min(self.step, len(self.plan.steps) - 1)]
+
+    def candidate_inline(self) -> dict[str, Any] | None:
+        """The candidate carried in this record, checked against its sha256 (None when not carried)."""
+        if self.candidate_data is None:
+            return None
+        if document_sha256(self.candidate_data) != self.candidate_sha256:
+            raise ConfigdError(f"{self.namespace}/{self.name} rollout {self.id}: candidate does not match its sha256")
+        return self.candidate_data
+
+
 class HeadRecord(_Record):
     """``heads/<ns>/<name>``: which version is current. Small: watchers receive every head of a namespace.
 
@@ -144,6 +245,7 @@ class HeadRecord(_Record):
     data: dict[str, Any] | None = Field(
         default=None, description="the document itself when its canonical JSON is at most 4 KiB; else null"
     )
+    rollout: RolloutRecord | None = Field(default=None, description="the config's active rollout, if any")
 
     def inline_data(self) -> dict[str, Any] | None:
         """The document carried in this head, checked against its sha256 (None when not carried)."""
@@ -174,6 +276,7 @@ class VersionRecord(_Record):
     message: str = ""
     created_at: str
     rollback_of: int | None = None
+    rollout: str | None = Field(default=None, description="the rollout that released this version, if any")
     encoding: Encoding = "json"
     data: Any = Field(default=None, description="the document (json), base64 gzip (gzip+base64), or null")
     chunks: int = Field(default=0, description="number of blob chunks (gzip-chunks)")
@@ -206,6 +309,16 @@ class SchemaVersionRecord(_Record):
     json_schema: dict[str, Any]
 
 
+class RolloutReport(_Record):
+    """What one instance says about one config's active rollout: whether it is in the cohort, which version it
+    runs, and the failures it had on the candidate (at most the last few)."""
+
+    id: str
+    member: bool
+    version: int = 0
+    failures: list[RolloutFailure] = Field(default_factory=list)
+
+
 class ClientRecord(_Record):
     """``clients/<ns>/<instance>``: an SDK instance, held by a Consul session with a TTL."""
 
@@ -217,6 +330,11 @@ class ClientRecord(_Record):
     started_at: str
     updated_at: str
     applied: dict[str, int] = Field(default_factory=dict, description="config name -> applied version")
+    instance_key: str = Field(default="", description="the stable key rollout percentages are computed from")
+    labels: dict[str, str] = Field(default_factory=dict, description="the instance's labels (rollout cohorts)")
+    rollouts: dict[str, RolloutReport] = Field(
+        default_factory=dict, description="config name -> this instance's part in its active rollout"
+    )
 
 
 class AuditRecord(_Record):
@@ -285,9 +403,10 @@ class ChangeRequestRecord(_Record):
     published_version: int | None = None
     published_by: str | None = None
     conflict_head: int | None = Field(default=None, description="the head version found at publish (conflicted)")
-    publish_target: Literal["everyone"] = Field(
-        default="everyone", description="reserved: a rollout target arrives with rollouts (issue 13)"
+    publish_target: Literal["everyone", "rollout"] = Field(
+        default="everyone", description="everyone: publishing makes it the head; rollout: publishing starts a rollout"
     )
+    rollout: RolloutPlan | None = Field(default=None, description="the rollout publishing starts (publish_target)")
 
 
 ProjectionKind = Literal["document", "spring", "tree"]
@@ -329,6 +448,7 @@ RECORD_MODELS: dict[str, type[_Record]] = {
     "policy": PolicyRecord,
     "change-request": ChangeRequestRecord,
     "projections": ProjectionsRecord,
+    "rollout": RolloutRecord,
 }
 
 
