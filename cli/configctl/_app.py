@@ -64,6 +64,7 @@ def _register() -> None:
     from ._cmd_observe import observe_app
     from ._cmd_projections import projections_app
     from ._cmd_review import policy_app, review_app
+    from ._cmd_rollout import rollout_app
     from ._cmd_schema import schema_app
     from ._cmd_sync import sync_app
 
@@ -73,6 +74,9 @@ def _register() -> None:
     app.add_typer(observe_app)
     app.add_typer(review_app)
     app.add_typer(policy_app, name="policy", help="Set and read a namespace's review policy.")
+    app.add_typer(
+        rollout_app, name="rollout", help="Progressive rollouts: start, watch, promote, pause, resume, abort."
+    )
     app.add_typer(
         projections_app, name="projections", help="Project configs to plain Consul keys (Viper, Spring, templates)."
     )

@@ -23,6 +23,7 @@ from configd_core.errors import (
     ErrorDetail,
     NotFound,
     RequestContext,
+    RolloutActive,
     SchemaIncompatible,
     SchemaNotFound,
     ValidationFailed,
@@ -52,7 +53,7 @@ def _int_or_none(value: Any) -> int | None:
 
 def from_status(request: RequestContext) -> ConfigdError:
     """Map an HTTP error response to the configd exception tree: by status (the API contract), and by the body's
-    ``error`` class name where one status covers a subclass (SchemaNotFound, SchemaIncompatible)."""
+    ``error`` class name where one status covers a subclass (SchemaNotFound, SchemaIncompatible, RolloutActive)."""
     body = request.body
     detail = body.get("detail") if isinstance(body, dict) else None
     if not isinstance(detail, str) or not detail:
@@ -62,6 +63,9 @@ def from_status(request: RequestContext) -> ConfigdError:
     exc: ConfigdError
     if status == 422:
         exc = (SchemaIncompatible if error == SchemaIncompatible.__name__ else ValidationFailed)(detail, _details(body))
+    elif status == 409 and error == RolloutActive.__name__:
+        rollout = body.get("rollout") if isinstance(body, dict) else None
+        exc = RolloutActive(detail, rollout=rollout if isinstance(rollout, str) else "")
     elif status == 409:
         exc = VersionConflict(
             detail, expected=_int_or_none(body.get("expected")), actual=_int_or_none(body.get("actual"))
@@ -230,6 +234,28 @@ class ConfigdAPI:
 
     def delete(self, namespace: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("DELETE", _ref_path(namespace, name))
+        return result
+
+    # --- rollouts (progressive delivery of one config; docs/cli.md#rollouts) ---------------------------
+    def start_rollout(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST …/rollouts``: start a rollout (``data`` or ``version``, ``cohort``, ``steps``, …); its status."""
+        result: dict[str, Any] = self.request("POST", _ref_path(namespace, name) + "/rollouts", json=body)
+        return result
+
+    def rollout_status(self, namespace: str, name: str) -> dict[str, Any]:
+        """The active rollout's status (NotFound when none is active)."""
+        result: dict[str, Any] = self.request("GET", _ref_path(namespace, name) + "/rollouts/current")
+        return result
+
+    def rollout_step(self, namespace: str, name: str, step: str, *, message: str = "") -> dict[str, Any]:
+        """``promote``, ``pause``, ``resume`` or ``abort`` the active rollout; its status afterwards."""
+        path = _ref_path(namespace, name) + f"/rollouts/current/{step}"
+        result: dict[str, Any] = self.request("POST", path, json={"message": message})
+        return result
+
+    def rollout_history(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Finished rollouts of the config, newest first."""
+        result: list[dict[str, Any]] = self.request("GET", _ref_path(namespace, name) + "/rollouts")["items"]
         return result
 
     # --- schemas ------------------------------------------------------------------------------------
