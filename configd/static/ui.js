@@ -5,14 +5,14 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const select of document.querySelectorAll("select[data-autosubmit]")) {
     select.addEventListener("change", () => select.form && select.form.requestSubmit());
   }
-  // Opening the rollback panel focuses its message field; a second submit while the first runs is ignored.
-  const rollback = document.getElementById("rollback");
-  if (rollback) {
-    rollback.addEventListener("toggle", () => {
-      const field = rollback.querySelector("input[name=message]");
-      if (rollback.open && field) field.focus();
+  // Opening a two-step panel (roll back, promote, abort) focuses its message field; a second submit while the
+  // first runs is ignored.
+  for (const panel of document.querySelectorAll("details.danger-zone")) {
+    panel.addEventListener("toggle", () => {
+      const field = panel.querySelector("input[name=message]");
+      if (panel.open && field) field.focus();
     });
-    const form = rollback.querySelector("form");
+    const form = panel.querySelector("form");
     if (form) {
       form.addEventListener("submit", (event) => {
         if (form.dataset.sent) { event.preventDefault(); return; }

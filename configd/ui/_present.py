@@ -1,4 +1,5 @@
-"""Decisions of the web UI that do no I/O: JSON highlighting, side-by-side diff rows, client counts, CSRF tokens.
+"""Decisions of the web UI that do no I/O: JSON highlighting, side-by-side diff rows, client counts, CSRF tokens,
+the rollout panel.
 
 Everything here returns plain data or :class:`markupsafe.Markup` built from escaped pieces, so the templates
 never need ``|safe`` on anything a user wrote.
@@ -11,7 +12,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 from markupsafe import Markup, escape
 
 from configd_core.diff import Change
+from configd_core.records import RolloutFailure, RolloutPlan, RolloutRecord
 
 from ..api.models import ClientView
 
@@ -252,3 +254,143 @@ def safe_next(target: str | None, default: str = "/ui/") -> str:
     if parts.scheme or parts.netloc:
         return default
     return target
+
+
+# --- rollouts ---------------------------------------------------------------------------------------------
+#: Cells of the H/C bar: each cell is one share of the instances (a class per cell, no inline style: the CSP).
+ROLLOUT_BAR_CELLS = 40
+BarCell = Literal["c", "h", "o"]
+
+
+@dataclass(frozen=True)
+class RolloutCounts:
+    """Instances seen by a rollout: all of the config's, the cohort's members, on H (base), on C, failed."""
+
+    total: int = 0
+    members: int = 0
+    on_base: int = 0
+    on_candidate: int = 0
+    failed: int = 0
+
+    @classmethod
+    def of(cls, value: Any) -> RolloutCounts:
+        """From the status's ``instances`` (a mapping or an object with the same fields)."""
+        get = value.get if isinstance(value, Mapping) else (lambda key, default=0: getattr(value, key, default))
+        return cls(*(int(get(key, 0) or 0) for key in ("total", "members", "on_base", "on_candidate", "failed")))
+
+
+@dataclass(frozen=True)
+class StepView:
+    percent: str
+    state: Literal["done", "current", "todo"]
+
+
+@dataclass(frozen=True)
+class RolloutPanel:
+    """What the config page shows of its active rollout (every value plain: the template only lays it out)."""
+
+    id: str
+    state: str
+    base_version: int
+    candidate_version: int
+    step: int  # 1-based
+    steps: list[StepView]
+    percent: str
+    bake: str
+    auto: bool
+    labels: list[tuple[str, str]]
+    instances: list[str]
+    counts: RolloutCounts
+    cells: list[BarCell]
+    next_step_at: str | None
+    threshold: str
+    started_by: str
+    started_at: str
+    message: str
+    failures: list[RolloutFailure]
+
+    @property
+    def last_step(self) -> bool:
+        return self.step == len(self.steps)
+
+
+def percent_text(value: float) -> str:
+    return f"{value:g}%"
+
+
+def duration_text(seconds: float) -> str:
+    """``120`` → ``2m``, ``5400`` → ``1h30m`` (the forms ``configctl rollout start --bake`` reads)."""
+    whole = round(seconds)
+    if whole <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if whole >= size:
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    return "".join(parts)
+
+
+def bar_cells(counts: RolloutCounts, cells: int = ROLLOUT_BAR_CELLS) -> list[BarCell]:
+    """The H/C bar: ``c`` cells for instances on the candidate, ``h`` on the base, ``o`` for the others (not in
+    the cohort's share yet, or not reported); proportional to ``total``, rounded, never more than ``cells``."""
+    if counts.total <= 0:
+        return ["o"] * cells
+    on_c = min(round(cells * counts.on_candidate / counts.total), cells)
+    on_h = min(round(cells * counts.on_base / counts.total), cells - on_c)
+    bar: list[BarCell] = ["c"] * on_c
+    bar += ["h"] * on_h
+    bar += ["o"] * (cells - on_c - on_h)
+    return bar
+
+
+def failure_threshold(plan: RolloutPlan) -> str:
+    limits = []
+    if plan.max_failures is not None:
+        limits.append(f"{plan.max_failures} failed instance{'s' if plan.max_failures != 1 else ''}")
+    if plan.max_failure_ratio is not None:
+        limits.append(f"{plan.max_failure_ratio * 100:g}% of the cohort failed")
+    return "aborts at " + " or ".join(limits) if limits else "the first failed instance aborts it"
+
+
+def rollout_panel(
+    rollout: RolloutRecord,
+    *,
+    percent: float | None = None,
+    next_step_at: str | None = None,
+    instances: Any = None,
+    failures: Iterable[RolloutFailure] | None = None,
+) -> RolloutPanel:
+    """The panel of one rollout from its record and the status the service computed around it."""
+    plan = rollout.plan
+    current = min(rollout.step, len(plan.steps) - 1)
+    finished = not rollout.active
+    steps = [
+        StepView(
+            percent_text(step),
+            "done" if index < current or finished else ("current" if index == current else "todo"),
+        )
+        for index, step in enumerate(plan.steps)
+    ]
+    counts = RolloutCounts.of(instances) if instances is not None else RolloutCounts()
+    return RolloutPanel(
+        id=rollout.id,
+        state=rollout.state,
+        base_version=rollout.base_version,
+        candidate_version=rollout.candidate_version,
+        step=current + 1,
+        steps=steps,
+        percent=percent_text(rollout.percent if percent is None else percent),
+        bake=duration_text(plan.bake_seconds),
+        auto=plan.auto,
+        labels=sorted(plan.cohort.labels.items()),
+        instances=list(plan.cohort.instances),
+        counts=counts,
+        cells=bar_cells(counts),
+        next_step_at=next_step_at if rollout.state == "running" else None,
+        threshold=failure_threshold(plan),
+        started_by=rollout.started_by,
+        started_at=rollout.started_at,
+        message=rollout.message,
+        failures=list(failures if failures is not None else rollout.failures),
+    )

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from configd_core.diff import diff_json
 from configd_core.errors import ConfigdError, NotFound, ValidationFailed, VersionConflict
 from configd_core.layout import MAX_MESSAGE_CHARS, validate_name
-from configd_core.records import AuditRecord
+from configd_core.records import AuditRecord, HeadRecord
 from configd_core.secrets import masked_pair
 
 from ..api.clients import client_view
@@ -41,6 +41,7 @@ from ._present import (
     format_time,
     highlight_json,
     pretty_for_display,
+    rollout_panel,
     safe_next,
     same_origin,
     side_by_side,
@@ -202,6 +203,31 @@ def _clients(state: ServerState, namespace: str) -> list[ClientView]:
     return [client_view(i) for i in instances]
 
 
+# What a rollout step did, for the flash on the config page it redirects to (``?rollout=…``).
+ROLLOUT_FLASHES = {
+    "promoted": "Promoted: the rollout moved to its next step.",
+    "completed": "Rollout completed: the candidate is the head version.",
+    "paused": "Rollout paused: instances keep what they run until it is resumed.",
+    "resumed": "Rollout resumed.",
+    "aborted": "Rollout aborted: every instance goes back to the head version.",
+}
+ROLLOUT_HISTORY_SHOWN = 10
+
+
+def _rollout_values(state: ServerState, ns: str, name: str, head: HeadRecord) -> dict[str, Any]:
+    """The config page's rollout section (the active rollout, its H → C diff) and its recent finished rollouts."""
+    values: dict[str, Any] = {"rollout": None, "rollout_changes": [], "rollout_rows": [], "rollout_history_items": []}
+    active = head.rollout if head.rollout is not None and head.rollout.active else None
+    if active is not None:
+        values["rollout"] = rollout_panel(active)
+        base = state.store.get(ns, name, active.base_version, sealed=True)[1]
+        candidate = state.store.get(ns, name, active.candidate_version, sealed=True)[1]
+        base, candidate = masked_pair(base, candidate)
+        values["rollout_changes"] = change_views(diff_json(base, candidate))
+        values["rollout_rows"] = side_by_side(pretty_for_display(base)[0], pretty_for_display(candidate)[0])
+    return values
+
+
 # --- sign-in ----------------------------------------------------------------------------------------------
 async def _read_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
     """An urlencoded form body (the UI's only kind); refused when larger than ``limit`` or not a form."""
@@ -357,6 +383,9 @@ def config_page(request: Request, ns: str, name: str) -> Response:
                 "published": _query_int(request, "published"),
                 "can_edit": session.can_write(ns),
                 "unchanged": request.query_params.get("unchanged") == "1",
+                "rollout_done": ROLLOUT_FLASHES.get(request.query_params.get("rollout", ""), ""),
+                "message_limit": MAX_MESSAGE_CHARS,
+                **_rollout_values(_state(request), ns, name, head),
             },
         )
 
