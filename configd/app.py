@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from configd_core.consul import ConsulGateway
 from configd_core.diff import json_pointer
-from configd_core.errors import ConfigdError, ErrorDetail, ValidationFailed, VersionConflict
+from configd_core.errors import ConfigdError, ErrorDetail, RolloutActive, ValidationFailed, VersionConflict
 from configd_core.layout import KeyLayout
 
 from . import __version__
@@ -42,6 +42,7 @@ from .services.election import ElectedDriver, LeaderElection
 from .services.health import consul_health
 from .services.keys import ServerKeys
 from .services.retention import KVUsage, Operations, Retention, UsageCollector
+from .services.rollouts import Rollouts
 from .settings import ServerSettings
 from .tokens import TokenFile
 from .ui import router as ui_router
@@ -67,6 +68,8 @@ async def _configd_error(request: Request, exc: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, VersionConflict):
         extra = {"expected": exc.expected, "actual": exc.actual}
+    if isinstance(exc, RolloutActive):
+        extra["rollout"] = exc.rollout
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, RequestTooLarge):
@@ -125,7 +128,9 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | TokenFile | None
     gateway.on_call = metrics.observe_consul_call
     layout = KeyLayout(settings.prefix)
     store = ConfigStore(gateway, layout, ServerKeys(settings.keys_file))
-    operations, driver = _maintenance(settings, gateway, layout, metrics)
+    clients = ClientDirectory(gateway, layout)
+    rollouts = Rollouts(gateway, store, clients)
+    operations, driver = _maintenance(settings, gateway, layout, metrics, rollouts)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -150,12 +155,13 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | TokenFile | None
     app.state.configd = ServerState(
         settings=settings,
         store=store,
-        clients=ClientDirectory(gateway, layout),
+        clients=clients,
         health=functools.partial(consul_health, gateway),
         tokens=book,
         metrics=metrics,
         operations=operations,
-        change_requests=ChangeRequests(gateway, store),
+        change_requests=ChangeRequests(gateway, store, rollouts),
+        rollouts=rollouts,
     )
     app.add_exception_handler(ConfigdError, _configd_error)
     app.add_exception_handler(RequestValidationError, _request_invalid)
@@ -168,9 +174,9 @@ def create_app(settings: ServerSettings, *, tokens: TokenBook | TokenFile | None
 
 
 def _maintenance(
-    settings: ServerSettings, gateway: ConsulGateway, layout: KeyLayout, metrics: ServerMetrics
+    settings: ServerSettings, gateway: ConsulGateway, layout: KeyLayout, metrics: ServerMetrics, rollouts: Rollouts
 ) -> tuple[Operations, ElectedDriver | None]:
-    """Retention and usage, and (unless disabled) the elected driver that runs them on one replica."""
+    """Retention, usage and rollouts, and (unless disabled) the elected driver that runs them on one replica."""
     operations = Operations(Retention(gateway, layout), KVUsage(gateway, layout))
     driver: ElectedDriver | None = None
     if settings.maintenance:
@@ -182,6 +188,7 @@ def _maintenance(
             lock_delay_seconds=settings.lock_delay,
         )
         driver = ElectedDriver(election)
+        driver.register("rollouts", rollouts.drive, settings.rollout_interval)
         driver.register("retention", operations.retention.run, settings.retention_interval)
         driver.register("usage", operations.usage.publish, settings.usage_interval)
         operations.leading = lambda: driver.leading if driver is not None else False

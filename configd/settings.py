@@ -47,9 +47,13 @@ class ServerSettings(BaseSettings):
         default=1, ge=1, le=64, description="server processes sharing the port (the store is stateless, CAS-guarded)"
     )
     maintenance: bool = Field(
-        default=True, description="campaign for the maintenance lock; the elected replica runs retention and usage"
+        default=True,
+        description="campaign for the maintenance lock; the elected replica drives rollouts, retention and usage",
     )
     retention_interval: float = Field(default=60.0, gt=0, description="seconds between retention passes")
+    rollout_interval: float = Field(
+        default=1.0, gt=0, le=60, description="seconds between the elected replica's rounds over active rollouts"
+    )
     usage_interval: float = Field(default=300.0, gt=0, description="seconds between KV usage counts")
     election_ttl: int = Field(default=15, ge=10, le=86400, description="the maintenance session's TTL")
     lock_delay: int = Field(default=5, ge=0, le=60, description="Consul lock-delay of the maintenance lock")
@@ -71,6 +75,7 @@ class ServerSettings(BaseSettings):
             "CONFIGD_SHUTDOWN_GRACE": str(self.shutdown_grace),
             "CONFIGD_MAINTENANCE": str(self.maintenance).lower(),
             "CONFIGD_RETENTION_INTERVAL": str(self.retention_interval),
+            "CONFIGD_ROLLOUT_INTERVAL": str(self.rollout_interval),
             "CONFIGD_USAGE_INTERVAL": str(self.usage_interval),
             "CONFIGD_ELECTION_TTL": str(self.election_ttl),
             "CONFIGD_LOCK_DELAY": str(self.lock_delay),

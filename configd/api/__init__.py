@@ -2,7 +2,19 @@
 
 from fastapi import APIRouter
 
-from . import audit, change_requests, clients, configs, health, imports, ofrep, operations, projections, schemas
+from . import (
+    audit,
+    change_requests,
+    clients,
+    configs,
+    health,
+    imports,
+    ofrep,
+    operations,
+    projections,
+    rollouts,
+    schemas,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     schemas.router,
@@ -13,6 +25,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     health.router,
     operations.router,
     change_requests.router,
+    rollouts.router,
     projections.router,
     ofrep.router,
 )

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from configd_core.layout import MAX_MESSAGE_CHARS, NAME_MAX_LENGTH, NAME_PATTERN, validate_name
-from configd_core.records import ChangeRequestRecord, PolicyRecord, ReviewEvent
+from configd_core.records import ChangeRequestRecord, PolicyRecord, ReviewEvent, RolloutPlan
 
 from ..auth import Principal
 from ..services.change_requests import ChangeRequests, Review
@@ -53,6 +53,9 @@ class ProposeBody(_Body):
     message: Message = ""
     base_version: ExpectedVersion | None = Field(
         default=None, description="the head the edit started from (default: the head now); 0 = a new config"
+    )
+    rollout: RolloutPlan | None = Field(
+        default=None, description="publishing starts this progressive rollout instead of publishing to everyone"
     )
 
 
@@ -121,6 +124,7 @@ class ChangeRequestSummary(BaseModel):
     published_by: str | None
     conflict_head: int | None
     publish_target: str
+    rollout: RolloutPlan | None = None
 
     @classmethod
     def of(cls, record: ChangeRequestRecord) -> ChangeRequestSummary:
@@ -141,6 +145,7 @@ class ChangeRequestSummary(BaseModel):
             published_by=record.published_by,
             conflict_head=record.conflict_head,
             publish_target=record.publish_target,
+            rollout=record.rollout,
         )
 
 
@@ -280,7 +285,13 @@ def propose(principal: Proposer, body: ProposeDoc, changes: Reviews, request: Re
     name = validate_name(body.name, "name")
     request.state.attempt = WriteAttempt("change-request.propose", namespace, name, principal.name, body.message)
     record = changes.propose(
-        namespace, name, body.data, principal=principal, message=body.message, base_version=body.base_version
+        namespace,
+        name,
+        body.data,
+        principal=principal,
+        message=body.message,
+        base_version=body.base_version,
+        rollout=body.rollout,
     )
     return ChangeRequestView.of_review(changes.review(record.id))
 

@@ -39,6 +39,7 @@ from ..services.clients import ClientDirectory
 from ..services.configs import ConfigStore
 from ..services.health import ConsulHealth
 from ..services.retention import Operations
+from ..services.rollouts import Rollouts
 from ..settings import ServerSettings
 from ..tokens import TokenFile
 
@@ -63,6 +64,7 @@ class ServerState:
     tokens: TokenBook | TokenFile
     metrics: ServerMetrics
     change_requests: ChangeRequests
+    rollouts: Rollouts
     operations: Operations | None = None
 
 

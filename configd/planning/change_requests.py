@@ -33,6 +33,7 @@ from configd_core.records import (
     ChangeRequestRecord,
     PolicyRecord,
     ReviewEvent,
+    RolloutPlan,
     utcnow,
 )
 
@@ -165,8 +166,10 @@ def proposal(
     policy: PolicyRecord | None,
     author: str,
     message: str,
+    rollout: RolloutPlan | None = None,
 ) -> Transition:
-    """A new change request from a validated document (``canonical`` its bytes, ``sha`` theirs)."""
+    """A new change request from a validated document (``canonical`` its bytes, ``sha`` theirs); with ``rollout``,
+    publishing it starts that rollout instead of making it the head for everyone."""
     checked_message(message)
     if len(canonical) > MAX_CHANGE_REQUEST_DOCUMENT_BYTES:
         raise ConfigTooLarge(len(canonical), MAX_CHANGE_REQUEST_DOCUMENT_BYTES)
@@ -187,6 +190,8 @@ def proposal(
         created_at=now,
         updated_at=now,
         state="approved" if approvals_required(policy) == 0 else "open",
+        publish_target="rollout" if rollout is not None else "everyone",
+        rollout=rollout,
     )
     return Transition(record, _audit(record, "propose", author, status=201, message=message))
 

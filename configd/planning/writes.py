@@ -26,6 +26,7 @@ from configd_core.consul import (
 )
 from configd_core.errors import (
     ConfigTooLarge,
+    RolloutActive,
     ValidationFailed,
 )
 from configd_core.layout import (
@@ -108,6 +109,20 @@ def checked_schema(namespace: str, name: str, schema: Any) -> bytes:
     if problems:
         raise ValidationFailed(f"{namespace}/{name}: not a valid JSON Schema (Draft 2020-12)", problems)
     return canonical
+
+
+def refuse_during_rollout(head: HeadRecord | None, what: str) -> None:
+    """RolloutActive (409, naming the rollout) when ``head`` has an active rollout: ``what`` (a push, a rollback, a
+    delete, a schema change, another rollout) waits until it is completed or aborted."""
+    if head is None or head.deleted or head.rollout is None or not head.rollout.active:
+        return
+    rollout = head.rollout
+    raise RolloutActive(
+        f"{head.namespace}/{head.name} has an active rollout {rollout.id} (v{rollout.base_version} → "
+        f"v{rollout.candidate_version}, {rollout.state}); {what} waits until it is completed or aborted "
+        f"(configctl rollout promote|abort {head.namespace}/{head.name})",
+        rollout=rollout.id,
+    )
 
 
 def config_guard(layout: KeyLayout, namespace: str, name: str, head_index: int) -> TxnOp:
@@ -223,8 +238,10 @@ def config_write(
     """The records that make ``data`` the version after ``head`` (validated; ``canonical`` its bytes, ``sha`` theirs).
 
     ``record_overhead`` is passed to :func:`encode_data`: the larger it is, the sooner the data leaves the record
-    for gzip or blob chunks. ``action`` names the audit entry's action (default: push or rollback).
+    for gzip or blob chunks. ``action`` names the audit entry's action (default: push or rollback). A head with
+    an active rollout takes no new version (RolloutActive): the rollout's candidate is the next one.
     """
+    refuse_during_rollout(head, "a new version")
     version = head.version + 1 if head else 1
     encoded = encode_data(data, canonical, record_overhead=record_overhead)
     now = utcnow()
@@ -286,7 +303,8 @@ class DeleteWrite:
 
 
 def delete_write(head: HeadRecord, *, actor: str, message: str) -> DeleteWrite:
-    """The tombstone that deletes the live config ``head`` points to."""
+    """The tombstone that deletes the live config ``head`` points to (not during a rollout)."""
+    refuse_during_rollout(head, "deleting it")
     tombstone = head.model_copy(
         update={"deleted": True, "data": None, "author": actor, "message": message or "deleted", "created_at": utcnow()}
     )
@@ -304,9 +322,7 @@ def delete_write(head: HeadRecord, *, actor: str, message: str) -> DeleteWrite:
 
 
 # --- the transactions: the one builder of each, shared by push, rollback, registration and import ----------
-def push_transaction(
-    layout: KeyLayout, write: ConfigWrite, current: Heads, extra: Sequence[TxnOp] = ()
-) -> list[TxnOp]:
+def push_transaction(layout: KeyLayout, write: ConfigWrite, current: Heads, extra: Sequence[TxnOp] = ()) -> list[TxnOp]:
     """A config version against an unchanged schema: the schema head must still be at ``current.schema_index``
     (the version was validated against it) and the config head moves by CAS from ``current.head_index``.
     ``extra`` follows them: the projection of the new head (:mod:`configd.planning.projections`), when it fits."""

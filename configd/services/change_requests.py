@@ -17,14 +17,16 @@ from configd_core.consul import ConsulGateway, KVEntry, TxnOp, op_cas, op_check_
 from configd_core.diff import Change, diff_json, unified_diff
 from configd_core.errors import NotFound, SchemaNotFound, VersionConflict
 from configd_core.layout import KeyLayout, validate_name
-from configd_core.records import ChangeRequestRecord, HeadRecord, PolicyRecord
+from configd_core.records import ChangeRequestRecord, HeadRecord, PolicyRecord, RolloutPlan
 from configd_core.secrets import masked_pair
 
 from ..auth import Principal
+from ..errors import TransitionRefused
 from ..planning import change_requests as plan
 from ..planning.audit import audit_op
 from ..planning.writes import checked_config
 from .configs import ConfigStore
+from .rollouts import Rollouts
 
 # A proposal takes the next id from a CAS counter; two proposers racing for it retry this many times.
 ID_ATTEMPTS = 8
@@ -50,9 +52,10 @@ class Review:
 class ChangeRequests:
     """Namespace review policies and the change requests they turn pushes into."""
 
-    def __init__(self, gateway: ConsulGateway, store: ConfigStore) -> None:
+    def __init__(self, gateway: ConsulGateway, store: ConfigStore, rollouts: Rollouts | None = None) -> None:
         self._gateway = gateway
         self._store = store
+        self._rollouts = rollouts
         self.layout: KeyLayout = store.layout
 
     # --- policies ------------------------------------------------------------------------------------------
@@ -169,8 +172,10 @@ class ChangeRequests:
         principal: Principal,
         message: str = "",
         base_version: int | None = None,
+        rollout: RolloutPlan | None = None,
     ) -> ChangeRequestRecord:
-        """A new change request from ``base_version`` (default: the head), validated against the schema head.
+        """A new change request from ``base_version`` (default: the head), validated against the schema head;
+        with ``rollout``, publishing it starts that rollout (the config must exist then).
 
         One transaction: the id counter by CAS, the request created, its audit entry, and check-index guards on
         the config head (still the base) and the schema head (still the one it was validated against).
@@ -210,6 +215,7 @@ class ChangeRequests:
                 policy=self.policy(namespace),
                 author=principal.name,
                 message=message,
+                rollout=rollout,
             )
             ops: list[TxnOp] = [
                 op_cas(
@@ -264,8 +270,8 @@ class ChangeRequests:
         return self._deliver(record, index, principal)
 
     def _deliver(self, record: ChangeRequestRecord, index: int, principal: Principal) -> ChangeRequestRecord:
-        """The one place a request reaches its audience. ``publish_target`` is always "everyone" today: a push
-        of the whole config. Rollouts (issue 13) will branch here to start a rollout instead."""
+        """The one place a request reaches its audience: a push of the whole config (``publish_target`` everyone),
+        or the start of the request's rollout (``rollout``), the request's move committed in the same transaction."""
         head_entry = self._gateway.get(self.layout.head(record.namespace, record.name))
         head = HeadRecord.from_bytes(head_entry.value) if head_entry else None
         live = head.version if head is not None and not head.deleted else 0
@@ -273,6 +279,8 @@ class ChangeRequests:
             self._mark_conflicted(record, index, principal, live)
         step = plan.published(record, principal, (head.version if head else 0) + 1)
         message = f"{record.message} (change request {record.id})" if record.message else f"change request {record.id}"
+        if record.publish_target == "rollout" and record.rollout is not None:
+            return self._start_rollout(record, index, principal, step, message)
         try:
             result = self._store.push(
                 record.namespace,
@@ -297,6 +305,25 @@ class ChangeRequests:
             raise  # the schema moved under the push: the request stays approved; publishing again re-validates
         if not result.created:  # the head already holds this document: nothing was pushed, record it as published
             return self._apply(plan.published(record, principal, result.head.version), index)
+        return step.record
+
+    def _start_rollout(
+        self, record: ChangeRequestRecord, index: int, principal: Principal, step: plan.Transition, message: str
+    ) -> ChangeRequestRecord:
+        if self._rollouts is None or record.rollout is None:
+            raise TransitionRefused(f"change request {record.id}: this server cannot start rollouts")
+        if record.base_version == 0:
+            raise TransitionRefused(f"change request {record.id}: a new config cannot be rolled out; publish it")
+        self._rollouts.start(
+            record.namespace,
+            record.name,
+            record.rollout,
+            actor=principal.name,
+            data=record.data,
+            message=message[:1000],
+            expected_version=record.base_version,
+            also=tuple(plan.transition_ops(self.layout, step, index)),
+        )
         return step.record
 
     def _mark_conflicted(self, record: ChangeRequestRecord, index: int, principal: Principal, head: int) -> None:

@@ -17,6 +17,7 @@ from configd_core.consul import ConsulGateway, KVEntry, TxnOp, op_get
 from configd_core.diff import Change, diff_json, unified_diff
 from configd_core.errors import (
     NotFound,
+    RolloutActive,
     SchemaIncompatible,
     SchemaNotFound,
     ValidationFailed,
@@ -38,6 +39,7 @@ from ..planning.writes import (
     config_write,
     delete_write,
     push_transaction,
+    refuse_during_rollout,
 )
 from .audit import AuditLog
 from .heads import KnownHeads
@@ -290,6 +292,17 @@ class ConfigStore:
         current = self._read_heads(namespace, name)
         return self._sealed(namespace, name, data, current.schema, current.head)
 
+    def sealed_for(self, namespace: str, name: str, data: Any, current: Heads) -> Sealed:
+        """``data`` validated against ``current``'s schema head and sealed (a rollout's candidate)."""
+        return self._sealed(namespace, name, data, current.schema, current.head)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what this process knows of a config's heads (another service moved the head)."""
+        self._known.forget(namespace, name)
+
+    def read_heads(self, namespace: str, name: str) -> Heads:
+        return self._read_heads(namespace, name)
+
     def _read_heads(self, namespace: str, name: str) -> Heads:
         """The config head and the schema head as Consul has them now, in one round trip when both exist."""
         head_key, schema_key = self.layout.head(namespace, name), self.layout.schema_head(namespace, name)
@@ -360,7 +373,7 @@ class ConfigStore:
         for attempt in range(attempts):
             try:
                 return self._push_attempt(request)
-            except ProjectionKeyTaken:
+            except (ProjectionKeyTaken, RolloutActive):
                 raise
             except VersionConflict:
                 if attempt + 1 >= attempts:
@@ -396,6 +409,7 @@ class ConfigStore:
                 expected=request.expected_version,
                 actual=live_version,
             )
+        refuse_during_rollout(head, "a push")
         sealed = self._sealed(namespace, name, data, current.schema, head)
         assert current.schema is not None
         schema_head = current.schema
@@ -496,6 +510,7 @@ class ConfigStore:
 
         def current() -> Any | None:
             found = self._head(namespace, name)
+            refuse_during_rollout(found[0] if found else None, "a schema change")
             plain.append(self.plain_data(found[0] if found else None))
             return plain[-1]
 

@@ -219,6 +219,7 @@ class KeyLayout:
     @property
     def change_request_seq(self) -> str:
         return f"{self.prefix}/change-request-seq"
+
     # --- projections (docs/interop.md) -----------------------------------------------------------
     @property
     def projections_root(self) -> str:

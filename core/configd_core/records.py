@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import itertools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -169,7 +170,7 @@ class RolloutPlan(_Record):
     def _steps_grow(cls, steps: list[float]) -> list[float]:
         if any(not 0 <= step <= 100 for step in steps):
             raise ValueError("every step is a percentage from 0 to 100")
-        if any(later < earlier for earlier, later in zip(steps, steps[1:], strict=False)):
+        if any(later < earlier for earlier, later in itertools.pairwise(steps)):
             raise ValueError("steps may not shrink: a larger percentage only adds instances")
         return steps
 
