@@ -274,7 +274,9 @@ class RolloutCounts:
 
     @classmethod
     def of(cls, value: Any) -> RolloutCounts:
-        """From the status's ``instances`` (a mapping or an object with the same fields)."""
+        """From a status's ``instances`` (the API's JSON, or an object with the same fields)."""
+        if isinstance(value, RolloutCounts):
+            return value
         get = value.get if isinstance(value, Mapping) else (lambda key, default=0: getattr(value, key, default))
         return cls(*(int(get(key, 0) or 0) for key in ("total", "members", "on_base", "on_candidate", "failed")))
 

@@ -34,6 +34,7 @@ from ..api.models import ClientView
 from ..auth import ROLE_RANK, Principal
 from ..errors import BadRequest, Forbidden, Unauthenticated
 from ._present import (
+    RolloutCounts,
     change_views,
     client_counts,
     csrf_token,
@@ -215,16 +216,32 @@ ROLLOUT_HISTORY_SHOWN = 10
 
 
 def _rollout_values(state: ServerState, ns: str, name: str, head: HeadRecord) -> dict[str, Any]:
-    """The config page's rollout section (the active rollout, its H → C diff) and its recent finished rollouts."""
-    values: dict[str, Any] = {"rollout": None, "rollout_changes": [], "rollout_rows": [], "rollout_history_items": []}
+    """The config page's rollout section (the active rollout with its counts, its H → C diff) and the config's
+    recent finished rollouts. The active rollout rides in the head already read: no second head read."""
+    values: dict[str, Any] = {
+        "rollout": None,
+        "rollout_changes": [],
+        "rollout_rows": [],
+        "rollout_history_items": state.rollouts.history(ns, name, limit=ROLLOUT_HISTORY_SHOWN),
+    }
     active = head.rollout if head.rollout is not None and head.rollout.active else None
-    if active is not None:
-        values["rollout"] = rollout_panel(active)
-        base = state.store.get(ns, name, active.base_version, sealed=True)[1]
-        candidate = state.store.get(ns, name, active.candidate_version, sealed=True)[1]
-        base, candidate = masked_pair(base, candidate)
-        values["rollout_changes"] = change_views(diff_json(base, candidate))
-        values["rollout_rows"] = side_by_side(pretty_for_display(base)[0], pretty_for_display(candidate)[0])
+    if active is None:
+        return values
+    status = state.rollouts.status_of(active)
+    counts = status.counts
+    values["rollout"] = rollout_panel(
+        active,
+        next_step_at=status.next_step_at.isoformat() if status.next_step_at else None,
+        instances=RolloutCounts(
+            counts.total, counts.members, counts.on_base, counts.on_candidate, failed=len(counts.failing)
+        ),
+        failures=counts.failures,
+    )
+    base = state.store.get(ns, name, active.base_version, sealed=True)[1]
+    candidate = state.store.get(ns, name, active.candidate_version, sealed=True)[1]
+    base, candidate = masked_pair(base, candidate)  # secrets: masked, "secret changed" decided by fingerprint
+    values["rollout_changes"] = change_views(diff_json(base, candidate))
+    values["rollout_rows"] = side_by_side(pretty_for_display(base)[0], pretty_for_display(candidate)[0])
     return values
 
 
