@@ -20,6 +20,9 @@ import httpx
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from configd.devagent import free_ports
+from configd_core.consul import ConsulGateway
+from configd_core.layout import KeyLayout
+from configd_core.records import ClientRecord, RolloutFailure, RolloutReport, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -125,6 +128,67 @@ def review_flow(browser: Browser, base: str, out: Path) -> None:
     shoot(admin, base, "/ui/change-requests", out / "change-requests.png")
 
 
+def consul_address(log_path: Path) -> str:
+    """The throwaway Consul agent's address, from `configd dev`'s banner."""
+    found = re.search(r"Consul \(throwaway dev agent\): (\S+)", log_path.read_text())
+    if found is None:
+        raise SystemExit("configd dev did not print its Consul address")
+    return found.group(1)
+
+
+def rollout_flow(page: Page, base: str, consul_addr: str, out: Path) -> None:
+    """A rollout of payments/service at its second step, with instances reporting (one failure): rollout.png.
+
+    The reports are written as the SDK writes them (``clients/<ns>/<instance>``); the rollout is aborted after the
+    photograph, so the review flow that follows finds the config free."""
+    headers = {"Authorization": "Bearer dev-editor-token"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
+        data = dict(http.get("/api/v1/configs/payments/service").raise_for_status().json()["data"])
+        candidate = {**data, "timeout_ms": 2500, "retries": 2}
+        body = {
+            "data": candidate,
+            "cohort": {"labels": {"region": "eu"}, "instances": ["checkout-canary-1"]},
+            "steps": [5, 25, 50, 100],
+            "bake_seconds": 600,
+            "max_failures": 3,
+            "message": "longer acquirer timeout, fewer retries",
+        }
+        rollout = http.post("/api/v1/configs/payments/service/rollouts", json=body).raise_for_status().json()
+        http.post("/api/v1/configs/payments/service/rollouts/current/promote", json={"message": "canary ok"})
+    rid, base_version = rollout["rollout"]["id"], rollout["rollout"]["base_version"]
+    candidate_version = rollout["rollout"]["candidate_version"]
+    layout = KeyLayout()
+    now = utcnow()
+    with ConsulGateway(consul_addr) as gateway:
+        for index in range(12):
+            on_c = index < 4
+            failures = []
+            if index == 3:
+                failures = [
+                    RolloutFailure(instance="checkout-3", kind="callback", reason="ValueError: retries", at=now)
+                ]
+            version = candidate_version if on_c else base_version
+            record = ClientRecord(
+                instance=f"checkout-{index}",
+                application="checkout",
+                host=f"web-{index % 4}",
+                pid=4100 + index,
+                started_at=now,
+                updated_at=now,
+                applied={"service": version},
+                instance_key=f"checkout-key-{index}",
+                labels={"region": "eu" if index < 9 else "us"},
+                rollouts={"service": RolloutReport(id=rid, member=on_c, version=version, failures=failures)},
+            )
+            gateway.put(layout.client("payments", f"checkout-{index}"), record.to_bytes())
+    shoot(page, base, "/ui/configs/payments/service", out / "rollout.png")
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
+        http.post("/api/v1/configs/payments/service/rollouts/current/abort", json={"message": "screenshots done"})
+    with ConsulGateway(consul_addr) as gateway:
+        for index in range(12):
+            gateway.delete(layout.client("payments", f"checkout-{index}"))
+
+
 def sign_in(page: Page, base: str, token: str) -> None:
     page.goto(f"{base}/ui/login")
     page.fill("#token", token)
@@ -174,6 +238,7 @@ def main() -> int:
                 narrow.context.add_cookies(wide.context.cookies())
                 shoot(narrow, base, "/ui/configs/payments/service/diff?from=1&to=3", out / "diff-390.png")
                 shoot(narrow, base, "/ui/configs/payments/service", out / "config-390.png")
+                rollout_flow(wide, base, consul_address(out / ".configd-dev.log"), out)
                 review_flow(browser, base, out)
             finally:
                 browser.close()

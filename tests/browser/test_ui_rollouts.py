@@ -120,6 +120,8 @@ def test_rollout_section_pause_promote_and_a_two_step_abort(
     expect(page.locator("#rollout-diff td.code.add")).to_contain_text('"timeout_ms": 900')
     expect(page.locator("#rollout-diff td.code.del")).to_contain_text('"timeout_ms": 500')
     expect(page.locator("#history")).to_contain_text("rollout candidate")
+    # Clients on C are the candidate's, not "outdated".
+    expect(page.locator("table.list .pill", has_text="rollout candidate")).to_have_count(2)
     c_colour = page.locator("#rollout-bar .hc-c").first.evaluate("e => getComputedStyle(e).backgroundColor")
     h_colour = page.locator("#rollout-bar .hc-h").first.evaluate("e => getComputedStyle(e).backgroundColor")
     assert c_colour != h_colour
