@@ -14,6 +14,7 @@ read from the history.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -70,7 +71,7 @@ def format_duration(seconds: float) -> str:
     if seconds <= 0:
         return "0s"
     if seconds < 1:
-        return f"{seconds * 1000:g}ms"
+        return f"{round(seconds * 1000)}ms"
     whole = round(seconds)
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
@@ -213,7 +214,7 @@ def next_text(status: dict[str, Any], now: datetime | None = None) -> str:
         return "waits for promote" + (" (completes it)" if last else "")
     left = (at - (now or datetime.now(UTC))).total_seconds()
     what = "completes" if last else "next step"
-    return f"{what} in {format_duration(max(left, 0))} (at {when(status['next_step_at'])})"
+    return f"{what} in {format_duration(max(math.ceil(left), 0))} (at {when(status['next_step_at'])})"
 
 
 def bar(instances: dict[str, Any], width: int = BAR_WIDTH) -> Text:

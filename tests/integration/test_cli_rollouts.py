@@ -25,8 +25,8 @@ pytestmark = pytest.mark.timeout(120)
 CANDIDATE = {**GOOD, "timeout_ms": 900}
 
 
-def cli(server: ServerProcess, token: str, *args: str) -> Any:
-    env = {"CONFIGD_URL": server.base_url, "CONFIGD_TOKEN": server.tokens[token], "COLUMNS": "200"}
+def cli(server: ServerProcess, token: str, *args: str, **env: str) -> Any:
+    env = {"CONFIGD_URL": server.base_url, "CONFIGD_TOKEN": server.tokens[token], "COLUMNS": "200", **env}
     return CliRunner(env=env).invoke(app, list(args))
 
 
@@ -155,3 +155,15 @@ def test_watch_without_a_terminal_follows_the_driver_to_the_end(server: ServerPr
     assert "running step 1/2 50%" in lines[0]
     assert f"{ref}: rollout" in lines[-1] and "completed by configd-rollouts; v3 is the head" in lines[-1]
     assert "\x1b[" not in watched.stdout  # plain text: no terminal, no escape codes
+
+
+def test_watch_on_a_terminal_redraws_in_place_until_the_end(server: ServerProcess, unique_ns: str) -> None:
+    ns, ref = unique_ns, f"{unique_ns}/service"
+    setup_config(server, ns, "service", GOOD, CANDIDATE)
+    started = cli(server, "editor", "rollout", "start", ref, "--version", "1", "--steps", "50,100", "--bake", "1")
+    assert started.exit_code == 0
+    # FORCE_COLOR makes rich treat the output as a terminal: the live view (cursor moves), then the last line.
+    watched = cli(server, "reader", "rollout", "status", ref, "--watch", "--interval", "0.3", FORCE_COLOR="1")
+    assert watched.exit_code == 0, watched.output
+    assert "\x1b[" in watched.stdout and "step 1/2 at 50%" in watched.stdout
+    assert "completed by configd-rollouts; v3 is the head" in watched.stdout

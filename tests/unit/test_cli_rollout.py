@@ -213,6 +213,8 @@ def test_next_and_threshold_texts() -> None:
     assert next_text(manual, now) == "waits for promote (completes it)"
     late = _status(step=2)
     assert next_text(late, datetime(2026, 12, 2, 11, 0, 0, tzinfo=UTC)).startswith("completes in 0s")
+    soon = datetime(2026, 12, 2, 10, 1, 29, 600_000, tzinfo=UTC)  # 0.4 s left: shown as whole seconds
+    assert next_text(_status(), soon) == "next step in 1s (at 2026-12-02 10:01:30Z)"
     done = _status(state="completed", finished_by="admin", finished_at="2026-12-02T10:05:00Z")
     assert next_text(done, now) == "completed by admin 2026-12-02 10:05:00Z"
     assert threshold_text({}) == "the first failed instance aborts it"
