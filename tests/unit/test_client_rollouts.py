@@ -38,6 +38,7 @@ from configd_core.records import (
     head_inline,
 )
 from configd_core.rollouts import InstanceIdentity
+from tests.unit.test_client_fork_logic import run_forked
 
 NS, NAME = "payments", "service"
 H_DATA: dict[str, Any] = {"timeout_ms": 100}
@@ -370,3 +371,24 @@ def test_identity_from_arguments_else_the_environment_else_host_and_app(monkeypa
     monkeypatch.setenv("CONFIGD_LABELS", "tier")
     with pytest.raises(ValidationFailed):
         ConfigClient("http://127.0.0.1:1", cache=False)
+
+
+def test_a_forked_child_decides_with_its_own_instance_id_and_reports_afresh() -> None:
+    client = ConfigClient("http://127.0.0.1:1", cache=False, labels={"tier": "canary"}, instance_key="web-1")
+    registration = client.registration
+    assert registration is not None
+    registration.rollout_decided(NS, NAME, "r1", True)
+    parent_id = registration.instance_id
+
+    def child() -> list[object]:  # the at-fork hook has run: the client is the child's own
+        record = registration.record(NS)
+        identity = client.identity
+        return [identity.instance_id, registration.instance_id, identity.key, dict(identity.labels), record.rollouts]
+
+    answer = run_forked(child)["ok"]
+    assert isinstance(answer, list)
+    seen, registered, key, labels, rollouts = answer
+    assert seen == registered != parent_id
+    assert (key, labels, rollouts) == ("web-1", {"tier": "canary"}, {})
+    assert client.identity.instance_id == parent_id and NAME in registration.record(NS).rollouts
+    client.close()
