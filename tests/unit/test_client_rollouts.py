@@ -3,6 +3,7 @@ what a LiveSettings reports as failures, and the registration's report bookkeepi
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from configd_client import ChangeEvent, ConfigClient, ValidationFailed
+from configd_client._async import _LoopSubscription
 from configd_client._dispatch import CallbackWorker, Mailbox
 from configd_client._events import Applied, Document, plan_apply
 from configd_client._live import LiveSettings
@@ -392,3 +394,22 @@ def test_a_forked_child_decides_with_its_own_instance_id_and_reports_afresh() ->
     assert (key, labels, rollouts) == ("web-1", {"tier": "canary"}, {})
     assert client.identity.instance_id == parent_id and NAME in registration.record(NS).rollouts
     client.close()
+
+
+def test_an_asyncio_callback_that_raises_is_reported_too() -> None:
+    told: list[tuple[str, str]] = []
+
+    async def boom(item: str) -> None:
+        raise RuntimeError(f"bad {item}")
+
+    async def run() -> None:
+        subscription: _LoopSubscription[str] = _LoopSubscription(
+            boom, asyncio.get_running_loop(), None, lambda cb, item, exc: told.append((item, str(exc)))
+        )
+        subscription.post_threadsafe("c")
+        await asyncio.sleep(0.05)
+        await subscription.idle()
+        subscription.close()
+
+    asyncio.run(run())
+    assert told == [("c", "bad c")]
