@@ -171,6 +171,7 @@ class AsyncLiveSettings(Generic[S]):
     @property
     def rollout(self) -> str | None:
         """The rollout whose candidate runs here, or None (:attr:`LiveSettings.rollout`)."""
+        self._bind()
         return self.live.rollout
 
     def report_unhealthy(self, reason: str) -> bool:
