@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings
 
 from . import _client
 from ._client import DEFAULT_SETTINGS_TIMEOUT, ConfigClient
-from ._dispatch import Mailbox
+from ._dispatch import Mailbox, RaiseHook
 from ._events import ChangeEvent, merge_events
 from ._live import LiveSettings
 
@@ -43,9 +43,14 @@ class _LoopSubscription(Generic[T]):
     """Feeds one callback on the event loop, one item at a time, from any thread."""
 
     def __init__(
-        self, callback: AsyncCallback[T], loop: asyncio.AbstractEventLoop | None, coalesce: Callable[[T, T], T] | None
+        self,
+        callback: AsyncCallback[T],
+        loop: asyncio.AbstractEventLoop | None,
+        coalesce: Callable[[T, T], T] | None,
+        on_raise: RaiseHook[T] | None = None,
     ) -> None:
         self.callback = callback
+        self._on_raise = on_raise
         self._loop: asyncio.AbstractEventLoop | None = loop  # None: after a fork, until the child's loop binds
         self._mailbox: Mailbox[T] = Mailbox(coalesce)  # on the loop's thread only
         self._held: Mailbox[T] = Mailbox(coalesce)  # posted while no loop of this process is bound
@@ -99,8 +104,10 @@ class _LoopSubscription(Generic[T]):
                     result = await asyncio.to_thread(self.callback, item)
                     if inspect.isawaitable(result):
                         await result
-            except Exception:
+            except Exception as exc:
                 log.exception("configd_client: callback %r raised", self.callback)
+                if self._on_raise is not None:
+                    self._on_raise(self.callback, item, exc)
 
     async def idle(self) -> None:
         while self._task is not None and not self._task.done():
@@ -161,12 +168,24 @@ class AsyncLiveSettings(Generic[S]):
         self._bind()
         return self.live.stale
 
+    @property
+    def rollout(self) -> str | None:
+        """The rollout whose candidate runs here, or None (:attr:`LiveSettings.rollout`)."""
+        self._bind()
+        return self.live.rollout
+
+    def report_unhealthy(self, reason: str) -> bool:
+        """Report the running candidate as unhealthy (:meth:`LiveSettings.report_unhealthy`)."""
+        return self.live.report_unhealthy(reason)
+
     def on_change(self, callback: AsyncCallback[ChangeEvent[S]]) -> AsyncCallback[ChangeEvent[S]]:
         """``callback(event)`` (a coroutine function or a plain one) after each applied version.
 
         Callbacks registered before a fork run in the child too, on the child's loop (see the module docstring).
         """
-        subscription: _LoopSubscription[ChangeEvent[S]] = _LoopSubscription(callback, self._bound_loop(), merge_events)
+        subscription: _LoopSubscription[ChangeEvent[S]] = _LoopSubscription(
+            callback, self._bound_loop(), merge_events, self.live._change_callback_raised
+        )
         self._subscriptions.append(subscription)
         self.live.on_change(subscription.post_threadsafe)
         return callback

@@ -18,13 +18,16 @@ from pydantic_settings import BaseSettings
 from configd_core.blocking import DEFAULT_WAIT_SECONDS
 from configd_core.errors import ConfigdError, ConsulPermissionDenied, ConsulUnavailable
 from configd_core.layout import DEFAULT_PREFIX, KeyLayout, parse_ref
+from configd_core.records import FailureKind
+from configd_core.rollouts import InstanceIdentity
 
 from ._cache import CacheSource, LastKnownGoodCache, default_cache_dir
 from ._events import Document
 from ._filesource import FileSource
 from ._live import LiveSettings
 from ._providers import ConfigSource
-from ._registration import DEFAULT_PUBLISH_DELAY, DEFAULT_SESSION_TTL, InstanceRegistration
+from ._registration import DEFAULT_PUBLISH_DELAY, DEFAULT_SESSION_TTL, InstanceRegistration, default_application
+from ._rollouts import RolloutParticipant, checked_labels, default_instance_key, default_labels
 from ._source import SettingsFactory
 from ._watcher import ConsulSource
 
@@ -78,6 +81,10 @@ class ConfigClient:
         session_ttl: TTL in seconds of the registration session.
         registration_delay: about how long after a version is applied it shows in the registration (seconds;
             the write waits 1 to 1.5 times this, so it never competes with the change it reports).
+        labels: this instance's labels, which rollout cohorts select by; defaults to ``CONFIGD_LABELS``
+            (``region=eu,tier=canary``), then none.
+        instance_key: the stable key rollout percentages are computed from; defaults to
+            ``CONFIGD_INSTANCE_KEY``, then ``<host name>/<application>``. Keep it stable across restarts.
 
     Nothing happens at construction: the first :meth:`settings` call starts the watch of its namespace.
 
@@ -100,8 +107,14 @@ class ConfigClient:
         wait_seconds: float = DEFAULT_WAIT_SECONDS,
         session_ttl: int = DEFAULT_SESSION_TTL,
         registration_delay: float = DEFAULT_PUBLISH_DELAY,
+        labels: Mapping[str, str] | None = None,
+        instance_key: str | None = None,
     ) -> None:
         self.source = parse_source(source, address)
+        application = application or default_application()
+        own_labels = checked_labels(labels) if labels is not None else default_labels()
+        key = instance_key or default_instance_key(application)
+        self._participant = RolloutParticipant(InstanceIdentity(key, "", own_labels))
         self.layout = KeyLayout(prefix or os.environ.get("CONFIGD_PREFIX") or DEFAULT_PREFIX)
         self._lock = threading.Lock()
         self._closed = False
@@ -119,7 +132,12 @@ class ConfigClient:
                 self._fallback = CacheSource(self.cache)
             fallback = f"no cached version in {self.cache.root}" if self.cache is not None else "the cache is disabled"
             consul = ConsulSource(
-                self.source.address, token=token, layout=self.layout, wait_seconds=wait_seconds, fallback=fallback
+                self.source.address,
+                token=token,
+                layout=self.layout,
+                wait_seconds=wait_seconds,
+                fallback=fallback,
+                participant=self._participant,
             )
             self._primary = consul
             self.address = consul.address
@@ -130,10 +148,20 @@ class ConfigClient:
                     application=application,
                     ttl_seconds=session_ttl,
                     publish_delay=registration_delay,
+                    instance_key=key,
+                    labels=own_labels,
                 )
+                self._participant.sink = self.registration
+                self._sync_identity()
         _CLIENTS.add(self)
 
     # --- public API -----------------------------------------------------------------------------------
+    @property
+    def identity(self) -> InstanceIdentity:
+        """Who this process is in rollouts: the stable instance key, the registration's instance id (empty
+        without registration; new in a forked child) and the labels."""
+        return self._participant.identity
+
     def settings(
         self,
         model: type[S],
@@ -156,7 +184,9 @@ class ConfigClient:
         with self._lock:
             if self._closed:
                 raise ConfigdError("the ConfigClient is closed")
-        live: LiveSettings[S] = LiveSettings(factory, namespace, name, on_applied=self._applied)
+        live: LiveSettings[S] = LiveSettings(
+            factory, namespace, name, on_applied=self._applied, on_failure=self._rollout_failed
+        )
         try:
             self._start(live, timeout)
         except BaseException:
@@ -240,10 +270,21 @@ class ConfigClient:
     def _applied(self, live: LiveSettings[Any], document: Document) -> None:
         # On the watch thread, between one head and the next: both only queue work for their own threads.
         if document.origin == "consul":
-            if self._fallback is not None:
+            if self._fallback is not None and document.rollout is None:
+                # The cache holds heads only, never a rollout's candidate: the cache directory is shared by the
+                # processes of a host, and a non-member must never start on a candidate (docs/client.md).
                 self._fallback.keep(document)
             if self.registration is not None:
                 self.registration.applied(document.namespace, document.name, document.version)
+
+    def _rollout_failed(self, live: LiveSettings[Any], rollout_id: str, kind: FailureKind, reason: str) -> None:
+        self._participant.failed(live.namespace, live.name, rollout_id, kind, reason)
+
+    def _sync_identity(self) -> None:
+        """Rebind the rollout identity to the registration's instance id (at start and after a fork)."""
+        if self.registration is not None:
+            old = self._participant.identity
+            self._participant.identity = InstanceIdentity(old.key, self.registration.instance_id, old.labels)
 
     # --- fork ---------------------------------------------------------------------------------------------
     def _after_fork_in_child(self) -> None:
@@ -263,6 +304,7 @@ class ConfigClient:
             self._fallback.after_fork_in_child()
         if self.registration is not None:
             self.registration.after_fork_in_child()
+            self._sync_identity()  # before the watches restart: they decide membership with it
         self._primary.after_fork_in_child()
         if self.registration is not None:
             self.registration.resume()  # after the source: it shares the source's (now new) connections

@@ -18,6 +18,9 @@ log = logging.getLogger("configd_client")
 
 T = TypeVar("T")
 
+#: Told of each exception a callback raised, with the item it was handling (rollouts count them as failures).
+RaiseHook = Callable[[Callable[[T], object], T, Exception], None]
+
 #: Errors queued for one callback beyond this are dropped, oldest first.
 MAX_PENDING = 100
 
@@ -61,10 +64,13 @@ class CallbackWorker(Generic[T]):
     so when the callback is added), keeping thread creation out of the first change's latency.
     """
 
-    def __init__(self, callback: Callable[[T], object], mailbox: Mailbox[T], name: str) -> None:
+    def __init__(
+        self, callback: Callable[[T], object], mailbox: Mailbox[T], name: str, on_raise: RaiseHook[T] | None = None
+    ) -> None:
         self.callback = callback
         self._mailbox = mailbox
         self._name = name
+        self._on_raise = on_raise
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._busy = False
@@ -99,8 +105,17 @@ class CallbackWorker(Generic[T]):
                 self._busy = True
             try:
                 self.callback(item)  # type: ignore[arg-type]
-            except Exception:  # a user callback's failure must not end delivery to it
+            except Exception as exc:  # a user callback's failure must not end delivery to it
                 log.exception("configd_client: callback %r raised", self.callback)
+                self._raised(item, exc)  # type: ignore[arg-type]
+
+    def _raised(self, item: T, exc: Exception) -> None:
+        if self._on_raise is None:
+            return
+        try:
+            self._on_raise(self.callback, item, exc)
+        except Exception:  # the hook only reports: it must not end delivery either
+            log.exception("configd_client: could not report the failure of callback %r", self.callback)
 
     def idle(self, timeout: float | None = None) -> bool:
         """Wait until every posted item has been handled; False on timeout."""
@@ -127,15 +142,20 @@ class CallbackWorker(Generic[T]):
 class Dispatcher(Generic[T]):
     """The workers of one LiveSettings: one per callback, all fed the same items."""
 
-    def __init__(self, name: str, coalesce: Callable[[T, T], T] | None = None) -> None:
+    def __init__(
+        self, name: str, coalesce: Callable[[T, T], T] | None = None, on_raise: RaiseHook[T] | None = None
+    ) -> None:
         self._name = name
         self._coalesce = coalesce
+        self._on_raise = on_raise
         self._lock = threading.Lock()
         self._workers: tuple[CallbackWorker[T], ...] = ()
         self._closed = False
 
     def add(self, callback: Callable[[T], object]) -> None:
-        worker = CallbackWorker(callback, Mailbox(self._coalesce), f"{self._name}-{len(self._workers)}")
+        worker = CallbackWorker(
+            callback, Mailbox(self._coalesce), f"{self._name}-{len(self._workers)}", self._on_raise
+        )
         with self._lock:
             if self._closed:
                 return

@@ -27,6 +27,8 @@ class Document:
     sha256: str
     data: dict[str, Any]
     origin: Origin
+    #: The rollout id when this document is a rollout's candidate (offered to the rollout's members only).
+    rollout: str | None = None
 
     @property
     def ref(self) -> str:
@@ -49,6 +51,8 @@ class ChangeEvent(Generic[S]):
     old_version: int
     version: int
     changes: list[tuple[str, Any, Any]]
+    #: The rollout id when ``new`` was built from a rollout's candidate, else None.
+    rollout: str | None = None
 
     @property
     def changed_paths(self) -> list[str]:
@@ -61,7 +65,7 @@ def settings_changes(old: BaseSettings, new: BaseSettings) -> list[tuple[str, An
 
 
 def merge_events(first: ChangeEvent[S], second: ChangeEvent[S]) -> ChangeEvent[S]:
-    """Coalesce two pending events of one callback into one spanning both (versions only increase)."""
+    """Coalesce two pending events of one callback into one spanning both."""
     return ChangeEvent(
         ref=second.ref,
         old=first.old,
@@ -69,6 +73,7 @@ def merge_events(first: ChangeEvent[S], second: ChangeEvent[S]) -> ChangeEvent[S
         old_version=first.old_version,
         version=second.version,
         changes=settings_changes(first.old, second.new),
+        rollout=second.rollout,
     )
 
 
@@ -79,6 +84,7 @@ class Applied:
     version: int
     sha256: str
     origin: Origin
+    rollout: str | None = None  # the rollout whose candidate this is, if any
 
 
 def plan_apply(applied: Applied | None, document: Document) -> bool:
@@ -87,6 +93,8 @@ def plan_apply(applied: Applied | None, document: Document) -> bool:
     - nothing applied yet: yes;
     - the same version and content: no (a wake-up is only "maybe changed");
     - applied from the last-known-good cache: the source is the truth, take any different version;
+    - applied from a rollout's candidate: take any different document that is not that rollout's, even a lower
+      version (a member returns to the head when the rollout is aborted, or runs a later rollout's candidate);
     - otherwise only a higher version: callbacks see versions in increasing order.
     """
     if applied is None:
@@ -94,5 +102,7 @@ def plan_apply(applied: Applied | None, document: Document) -> bool:
     if (document.version, document.sha256) == (applied.version, applied.sha256):
         return False
     if applied.origin == "cache" and document.origin != "cache":
+        return True
+    if applied.rollout is not None and document.rollout != applied.rollout:
         return True
     return document.version > applied.version

@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 from pydantic_settings import BaseSettings
 
 from configd_core.errors import ConfigdError, ValidationFailed
+from configd_core.records import FailureKind
 
 from ._dispatch import Dispatcher
 from ._events import Applied, ChangeEvent, Document, merge_events, plan_apply, settings_changes
@@ -20,6 +21,8 @@ S = TypeVar("S", bound=BaseSettings)
 
 ChangeCallback = Callable[[ChangeEvent[S]], object]
 ErrorCallback = Callable[[Exception], object]
+#: ``(live, rollout_id, kind, reason)``: a failure on a rollout's candidate, for the registration to report.
+FailureHook = Callable[["LiveSettings[S]", str, FailureKind, str], None]
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,13 @@ class LiveSettings(Generic[S]):
         name: str,
         *,
         on_applied: Callable[[LiveSettings[S], Document], None] | None = None,
+        on_failure: FailureHook[S] | None = None,
     ) -> None:
         self._factory = factory
         self.namespace = namespace
         self.name = name
         self._on_applied = on_applied
+        self._on_failure = on_failure
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._snapshot: _Snapshot[S] | None = None
@@ -54,7 +59,9 @@ class LiveSettings(Generic[S]):
         self._reachable = True
         self._closed = False
         self.last_error: Exception | None = None
-        self._changes: Dispatcher[ChangeEvent[S]] = Dispatcher(f"configd-{self.ref}-change", merge_events)
+        self._changes: Dispatcher[ChangeEvent[S]] = Dispatcher(
+            f"configd-{self.ref}-change", merge_events, self._change_callback_raised
+        )
         self._errors: Dispatcher[Exception] = Dispatcher(f"configd-{self.ref}-error")
 
     # --- reading ----------------------------------------------------------------------------------
@@ -91,6 +98,11 @@ class LiveSettings(Generic[S]):
         return self._require().applied.sha256
 
     @property
+    def rollout(self) -> str | None:
+        """The id of the rollout whose candidate ``current`` was built from; None when it is the config's head."""
+        return self._require().applied.rollout
+
+    @property
     def stale(self) -> bool:
         """True while running from the last-known-good cache, or while the source is unreachable."""
         snapshot = self._snapshot
@@ -107,6 +119,9 @@ class LiveSettings(Generic[S]):
 
         Versions arrive in increasing order, each at most once; while the callback is busy, newer versions
         are coalesced into one event, so the last applied version always arrives. Usable as a decorator.
+        The one exception is a rollout: a member that ran its candidate goes back to the head when the rollout
+        is aborted, an event whose ``version`` is lower than its ``old_version``. A callback that raises while
+        the candidate is applied (``event.rollout`` set) is reported as the rollout's failure.
         """
         self._changes.add(callback)
         return callback
@@ -153,11 +168,14 @@ class LiveSettings(Generic[S]):
             old = self._snapshot
             applied = old.applied if old is not None else None
             key = (document.version, document.sha256)
+            now = Applied(*key, document.origin, document.rollout)
             if not plan_apply(applied, document):
-                confirms = applied is not None and (applied.version, applied.sha256) == key
-                if old is not None and confirms and old.applied.origin == "cache" and document.origin != "cache":
-                    # The source confirms the cached version: no event, just no longer stale.
-                    self._snapshot = _Snapshot(old.settings, Applied(*key, document.origin))
+                if old is not None and self._confirms(old.applied, now):
+                    # The source confirms the version held (cached, or a candidate whose rollout completed): no
+                    # event, no longer stale or a candidate; the cache and registration hear of it as applied.
+                    self._snapshot = _Snapshot(old.settings, now)
+                    if self._on_applied is not None:
+                        self._on_applied(self, document)
                 return False
             if key == self._rejected:
                 return False
@@ -170,8 +188,10 @@ class LiveSettings(Generic[S]):
                 self._rejected = key
                 self.last_error = exc
                 self._errors.emit(exc)
+                if document.rollout is not None:
+                    self._failed(document.rollout, "rejected", str(exc))
                 return False
-            self._snapshot = _Snapshot(new, Applied(*key, document.origin))
+            self._snapshot = _Snapshot(new, now)
             self._rejected = None
             if old is not None:
                 self._changes.emit(
@@ -182,6 +202,7 @@ class LiveSettings(Generic[S]):
                         old_version=old.applied.version,
                         version=document.version,
                         changes=settings_changes(old.settings, new),
+                        rollout=document.rollout,
                     )
                 )
             self._cond.notify_all()
@@ -190,6 +211,40 @@ class LiveSettings(Generic[S]):
             if self._on_applied is not None:
                 self._on_applied(self, document)
             return True
+
+    @staticmethod
+    def _confirms(held: Applied, offered: Applied) -> bool:
+        """``offered`` is the version held, from a better place: the source instead of the cache, or the head
+        instead of a rollout's candidate (the rollout completed)."""
+        if (held.version, held.sha256) != (offered.version, offered.sha256):
+            return False
+        from_cache = held.origin == "cache" and offered.origin != "cache"
+        return from_cache or (held.rollout is not None and offered.rollout is None)
+
+    # --- rollouts -----------------------------------------------------------------------------------
+    def report_unhealthy(self, reason: str) -> bool:
+        """Report that the running version makes this instance unhealthy, as a failure of its rollout.
+
+        Only a rollout's candidate can be reported (``rollout`` is not None): the failure is published with this
+        instance's registration (kind ``unhealthy``, ``reason`` cut to 200 characters) and counts towards the
+        rollout's failure threshold, which aborts it. Returns False, and does nothing, when the running version
+        is not a candidate (no rollout, a non-member, a rollout already completed or aborted). With
+        ``register=False`` it returns True but nothing is published.
+        """
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.applied.rollout is None:
+            return False
+        self._failed(snapshot.applied.rollout, "unhealthy", reason)
+        return True
+
+    def _failed(self, rollout_id: str, kind: FailureKind, reason: str) -> None:
+        if self._on_failure is not None:
+            self._on_failure(self, rollout_id, kind, reason)
+
+    def _change_callback_raised(self, callback: Callable[..., object], event: ChangeEvent[S], exc: Exception) -> None:
+        if event.rollout is not None:
+            name = getattr(callback, "__qualname__", None) or repr(callback)
+            self._failed(event.rollout, "callback", f"{name}: {type(exc).__name__}: {exc}")
 
     def report_error(self, exc: Exception) -> None:
         self.last_error = exc

@@ -11,6 +11,10 @@ a change propagates: applied versions are published once, 1 to 1.5 × ``publish_
 change not yet published (a burst of versions is one write; the random part keeps the processes that one push
 woke together from writing together), and the session is renewed only when a renewal is due (every TTL/3),
 not per write. When is what due is decided by :class:`SyncSchedule`, which does no I/O.
+
+Rollouts: the record also carries the instance key and labels, and per config with an active rollout a
+:class:`~configd_core.records.RolloutReport` (member or not, the version running, the last failures on the
+candidate) that the server's rollout driver counts. A change of a report is published like an applied version.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +35,9 @@ from configd_core.blocking import Backoff
 from configd_core.consul import ConsulGateway
 from configd_core.errors import ConfigdError
 from configd_core.layout import KeyLayout
-from configd_core.records import ClientRecord, utcnow
+from configd_core.records import ClientRecord, FailureKind, utcnow
+
+from ._rollouts import RolloutReports, failure
 
 log = logging.getLogger("configd_client")
 
@@ -134,6 +140,8 @@ class InstanceRegistration:
         ttl_seconds: the session's TTL; it is renewed every third of it.
         publish_delay: seconds from the first unpublished applied version to its write (coalesces bursts
             and keeps writes out of the moment a change propagates).
+        instance_key: the stable key rollout percentages are computed from (published as is).
+        labels: the instance's labels (published; rollout cohorts select by them).
     """
 
     def __init__(
@@ -145,8 +153,13 @@ class InstanceRegistration:
         instance_id: str | None = None,
         ttl_seconds: int = DEFAULT_SESSION_TTL,
         publish_delay: float = DEFAULT_PUBLISH_DELAY,
+        instance_key: str = "",
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self._gateway = gateway
+        self.instance_key = instance_key
+        self.labels = dict(labels or {})
+        self._rollouts = RolloutReports()
         self._layout = layout
         self.application = application or default_application()
         self.instance_id = instance_id or new_instance_id()
@@ -168,6 +181,7 @@ class InstanceRegistration:
     def record(self, namespace: str) -> ClientRecord:
         with self._cond:
             applied = dict(self._applied.get(namespace, {}))
+            rollouts = self._rollouts.for_namespace(namespace, applied)
         return ClientRecord(
             instance=self.instance_id,
             application=self.application,
@@ -176,6 +190,9 @@ class InstanceRegistration:
             started_at=self.started_at,
             updated_at=utcnow(),
             applied=applied,
+            instance_key=self.instance_key,
+            labels=self.labels,
+            rollouts=rollouts,
         )
 
     def watch(self, namespace: str, name: str) -> None:
@@ -184,6 +201,26 @@ class InstanceRegistration:
     def applied(self, namespace: str, name: str, version: int) -> None:
         """Note an applied version; it is written ``publish_delay`` later (with whatever came meanwhile)."""
         self._update(namespace, name, version)
+
+    # --- rollouts (called from the watch thread and callback threads; no I/O) ------------------------------
+    def rollout_decided(self, namespace: str, name: str, rollout_id: str, member: bool) -> None:
+        """Note whether this instance is in a config's active rollout (published like an applied version)."""
+        with self._cond:
+            if self._rollouts.decided(namespace, name, rollout_id, member):
+                self._dirty(namespace)
+
+    def rollout_ended(self, namespace: str, name: str) -> None:
+        """The config's head has no active rollout any more: its report goes."""
+        with self._cond:
+            if self._rollouts.ended(namespace, name):
+                self._dirty(namespace)
+
+    def rollout_failed(self, namespace: str, name: str, rollout_id: str, kind: FailureKind, reason: str) -> None:
+        """A failure on the candidate of ``rollout_id`` (ignored unless it is still the config's active rollout)."""
+        with self._cond:
+            if self._rollouts.failed(namespace, name, rollout_id, failure(self.instance_id, kind, reason)):
+                log.warning("configd_client: %s/%s rollout %s, %s: %s", namespace, name, rollout_id, kind, reason)
+                self._dirty(namespace)
 
     def _update(self, namespace: str, name: str, version: int | None) -> None:
         with self._cond:
@@ -194,12 +231,18 @@ class InstanceRegistration:
                 configs[name] = version
             else:
                 configs.setdefault(name, 0)
-            was_due = self._schedule.deadline()
-            self._schedule.mark(namespace, time.monotonic())
-            if self._thread is None:
-                self._start_thread()
-            elif was_due != self._schedule.deadline():
-                self._cond.notify_all()  # an earlier deadline than the one the thread sleeps towards
+            self._dirty(namespace)
+
+    def _dirty(self, namespace: str) -> None:
+        """Mark ``namespace`` for the next publication (the caller holds the lock)."""
+        if self._closed:
+            return
+        was_due = self._schedule.deadline()
+        self._schedule.mark(namespace, time.monotonic())
+        if self._thread is None:
+            self._start_thread()
+        elif was_due != self._schedule.deadline():
+            self._cond.notify_all()  # an earlier deadline than the one the thread sleeps towards
 
     def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._run, name="configd-registration", daemon=True)
@@ -259,13 +302,15 @@ class InstanceRegistration:
 
         The parent's session and entries stay the parent's: never renewed, written or destroyed from here. The
         configs and versions held at the fork are published under the new id after the usual delay; call
-        :meth:`resume` once the gateway has new connections.
+        :meth:`resume` once the gateway has new connections. Rollout reports start over: the child's watches
+        decide its membership again (its instance id is new) and its failures are its own.
         """
         self._cond = threading.Condition()
         self._thread = None
         self.session = None
         self.instance_id = new_instance_id()
         self.started_at = utcnow()
+        self._rollouts.clear()
         self._backoff.reset()
         self._schedule = SyncSchedule(publish_delay=self._schedule.publish_delay, renew_every=self.ttl_seconds / 3)
         now = time.monotonic()

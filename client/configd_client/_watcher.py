@@ -6,6 +6,11 @@ which heads changed) are the pure pieces in :mod:`._blocking`, :mod:`._events` a
 After a wake-up the work is kept to what changed: Consul answers with every head of the namespace, but only
 entries whose ModifyIndex moved are parsed again, and a small document (≤ ``HEAD_INLINE_BYTES``) is applied
 from its head without reading its version record (docs/storage.md).
+
+A head with an active rollout (``HeadRecord.rollout``) names two documents: its own and the rollout's candidate.
+Which one this process runs is decided from that same head (:func:`document_to_run`, membership by
+:class:`~._rollouts.RolloutParticipant`): members get the candidate (carried in the rollout record when small,
+else read from its version record), everyone else the head's own document — a non-member is never offered it.
 """
 
 from __future__ import annotations
@@ -20,19 +25,22 @@ from configd_core.blocking import DEFAULT_WAIT_SECONDS, Backoff, RateLimiter, ji
 from configd_core.consul import ConsulGateway, KVEntry
 from configd_core.errors import ConfigdError, ConsulPermissionDenied, ConsulUnavailable, InvalidConfig, NotFound
 from configd_core.layout import KeyLayout
-from configd_core.records import HeadRecord, VersionRecord, decode_data
+from configd_core.records import HeadRecord, RolloutRecord, VersionRecord, decode_data
 
 from ._events import Document
 from ._live import LiveSettings
 from ._providers import ConfigSource
+from ._rollouts import RolloutParticipant, rollout_key
 
 log = logging.getLogger("configd_client")
 
-HeadKey = tuple[int, str, bool]
+HeadKey = tuple[int, str, bool, tuple[str, str, int] | None]
 
 
 def head_key(head: HeadRecord | None) -> HeadKey | None:
-    return (head.version, head.sha256, head.deleted) if head is not None else None
+    """What of a head decides the document offered: its version and content, and its rollout's id, state and
+    step (a step that grows the cohort takes new members to the candidate)."""
+    return (head.version, head.sha256, head.deleted, rollout_key(head)) if head is not None else None
 
 
 class HeadIndex:
@@ -86,12 +94,21 @@ def inline_document(head: HeadRecord) -> Document | None:
     return Document(head.namespace, head.name, head.version, head.sha256, data, "consul")
 
 
-def fetch_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -> Document:
-    """The version body a head points to, decoded (and checked against its sha256)."""
-    entry = gateway.get(layout.version(head.namespace, head.name, head.version))
+def fetch_version(
+    gateway: ConsulGateway, layout: KeyLayout, namespace: str, name: str, version: int, sha256: str | None = None
+) -> VersionRecord:
+    """One version record; with ``sha256``, it must be that content (the rollout naming it says so)."""
+    entry = gateway.get(layout.version(namespace, name, version))
     if entry is None:
-        raise NotFound(f"{head.namespace}/{head.name} has no version {head.version} in Consul")
+        raise NotFound(f"{namespace}/{name} has no version {version} in Consul")
     record = VersionRecord.from_bytes(entry.value)
+    if sha256 is not None and record.sha256 != sha256:
+        raise ConfigdError(f"{namespace}/{name} v{version} in Consul is not the content its rollout names")
+    return record
+
+
+def decoded_document(gateway: ConsulGateway, layout: KeyLayout, record: VersionRecord) -> Document:
+    """A version record's document, decoded (blob chunks read if need be) and checked against its sha256."""
 
     def chunks(rec: VersionRecord) -> list[bytes]:
         _, parts = gateway.list(layout.blob_prefix(rec.namespace, rec.name, rec.sha256))
@@ -99,8 +116,14 @@ def fetch_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) 
 
     data = decode_data(record, chunks)
     if not isinstance(data, dict):
-        raise InvalidConfig(f"{head.namespace}/{head.name} v{record.version} is not a JSON object")
-    return Document(head.namespace, head.name, record.version, record.sha256, data, "consul")
+        raise InvalidConfig(f"{record.namespace}/{record.name} v{record.version} is not a JSON object")
+    return Document(record.namespace, record.name, record.version, record.sha256, data, "consul")
+
+
+def fetch_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -> Document:
+    """The version body a head points to, decoded (and checked against its sha256)."""
+    record = fetch_version(gateway, layout, head.namespace, head.name, head.version)
+    return decoded_document(gateway, layout, record)
 
 
 def load_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -> Document:
@@ -109,13 +132,52 @@ def load_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -
     return document if document is not None else fetch_document(gateway, layout, head)
 
 
-def read_document(gateway: ConsulGateway, layout: KeyLayout, namespace: str, name: str) -> Document | None:
-    """One non-blocking read of a config's current version (None if it does not exist or is deleted)."""
+def candidate_document(gateway: ConsulGateway, layout: KeyLayout, rollout: RolloutRecord) -> Document:
+    """A rollout's candidate: from the rollout record when it carries it, else read from its version record."""
+    data = rollout.candidate_inline()
+    if data is None:
+        record = fetch_version(
+            gateway, layout, rollout.namespace, rollout.name, rollout.candidate_version, rollout.candidate_sha256
+        )
+        data = decoded_document(gateway, layout, record).data
+    return Document(
+        rollout.namespace, rollout.name, rollout.candidate_version, rollout.candidate_sha256, data, "consul", rollout.id
+    )
+
+
+def document_to_run(
+    gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord, participant: RolloutParticipant | None
+) -> Document:
+    """What this process runs for ``head``: a rollout's candidate if it is a member, else the head's document.
+
+    A candidate that cannot be read or does not match its sha256 is reported as the member's ``rejected``
+    failure, then raised (the member stays on what it runs).
+    """
+    rollout = participant.choose(head) if participant is not None else None
+    if rollout is None or participant is None:
+        return load_document(gateway, layout, head)
+    try:
+        return candidate_document(gateway, layout, rollout)
+    except (ConsulUnavailable, ConsulPermissionDenied):
+        raise
+    except ConfigdError as exc:
+        participant.failed(rollout.namespace, rollout.name, rollout.id, "rejected", f"unreadable candidate: {exc}")
+        raise
+
+
+def read_document(
+    gateway: ConsulGateway,
+    layout: KeyLayout,
+    namespace: str,
+    name: str,
+    participant: RolloutParticipant | None = None,
+) -> Document | None:
+    """One non-blocking read of what this process runs of a config (None if it does not exist or is deleted)."""
     entry = gateway.get(layout.head(namespace, name))
     if entry is None:
         return None
     head = HeadRecord.from_bytes(entry.value)
-    return None if head.deleted else load_document(gateway, layout, head)
+    return None if head.deleted else document_to_run(gateway, layout, head, participant)
 
 
 class NamespaceWatcher:
@@ -127,6 +189,7 @@ class NamespaceWatcher:
         blocking: a gateway used only for the blocking query (its one long-lived connection).
         reader: a gateway for short reads (heads at start, bodies too large to ride in a head), without keep-alive.
         wait_seconds: the maximum wait of one blocking query, jittered down by up to 10 %.
+        participant: this process in rollouts (None: never a member of any).
     """
 
     def __init__(
@@ -140,8 +203,10 @@ class NamespaceWatcher:
         backoff: Backoff | None = None,
         rate_limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
+        participant: RolloutParticipant | None = None,
     ) -> None:
         self.namespace = namespace
+        self.participant = participant
         self.layout = layout
         self.prefix = layout.heads_prefix(namespace)
         self.heads = HeadIndex(self.prefix)
@@ -181,7 +246,7 @@ class NamespaceWatcher:
 
     def read_now(self, name: str) -> Document | None:
         """One non-blocking read of a config's current version (None if it does not exist or is deleted)."""
-        return read_document(self._reader, self.layout, self.namespace, name)
+        return read_document(self._reader, self.layout, self.namespace, name, self.participant)
 
     # --- the loop -------------------------------------------------------------------------------------
     def _start_thread(self) -> None:
@@ -246,7 +311,7 @@ class NamespaceWatcher:
                 self._offered[name] = key
                 continue
             try:
-                document = load_document(self._reader, self.layout, head)
+                document = document_to_run(self._reader, self.layout, head, self.participant)
             except (ConsulUnavailable, ConsulPermissionDenied) as exc:
                 self._set_reachable(False, exc)
                 complete = False
@@ -307,6 +372,7 @@ class ConsulSource(ConfigSource):
         layout: the key layout of the configd installation.
         wait_seconds: maximum wait of one blocking query.
         fallback: what stands in when Consul does not answer, for the start-up error message.
+        participant: this process in rollouts (None: never a member of any).
     """
 
     origin = "consul"
@@ -319,8 +385,10 @@ class ConsulSource(ConfigSource):
         layout: KeyLayout,
         wait_seconds: float = DEFAULT_WAIT_SECONDS,
         fallback: str = "the cache is disabled",
+        participant: RolloutParticipant | None = None,
     ) -> None:
         self.layout = layout
+        self.participant = participant
         self._token = token
         self._wait_seconds = wait_seconds
         self.fallback = fallback
@@ -340,13 +408,18 @@ class ConsulSource(ConfigSource):
                 blocking = ConsulGateway(self.address, token=self._token, pool_size=1)
                 self._blocking.append(blocking)
                 watcher = NamespaceWatcher(
-                    namespace, self.layout, blocking=blocking, reader=self.reader, wait_seconds=self._wait_seconds
+                    namespace,
+                    self.layout,
+                    blocking=blocking,
+                    reader=self.reader,
+                    wait_seconds=self._wait_seconds,
+                    participant=self.participant,
                 )
                 self._watchers[namespace] = watcher
             return watcher
 
     def read_now(self, namespace: str, name: str) -> Document | None:
-        return read_document(self.reader, self.layout, namespace, name)
+        return read_document(self.reader, self.layout, namespace, name, self.participant)
 
     def follow(self, live: LiveSettings[Any]) -> None:
         self.watcher(live.namespace).watch(live.name, live)

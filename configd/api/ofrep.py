@@ -5,7 +5,7 @@ A flag is a value in a config, its key ``NS/NAME/PATH`` (``configd_core.flags``)
 not (``/ofrep/v1/evaluate/flags/payments%2Fservice%2Ffeatures%2Fnew_checkout``). Bearer tokens as for the API:
 any role, and only namespaces the token covers.
 
-- ``POST /ofrep/v1/evaluate/flags/{key}`` → 200 ``{"key", "value", "reason": "STATIC", "variant": "v<version>",
+- ``POST /ofrep/v1/evaluate/flags/{key}`` → 200 ``{"key", "value", "reason": "STATIC"|"SPLIT", "variant": "v<version>",
   "metadata": {"config", "version", "sha256"}}``; 404 ``{"key", "errorCode": "FLAG_NOT_FOUND", "errorDetails"}``;
   400 ``{"key", "errorCode": "PARSE_ERROR" | "INVALID_CONTEXT", "errorDetails"}``. OFREP has no typed request:
   the OpenFeature SDK checks the type on its side (its TYPE_MISMATCH).
@@ -17,11 +17,15 @@ any role, and only namespaces the token covers.
   is read.
 
 Secret fields (``writeOnly`` or ``x-configd-secret`` in the schema) are never flags, as they are never projected.
+
+Cohort-aware: while a config has an active rollout, a context whose ``targetingKey`` is in the rollout's cohort
+(its other string attributes are the labels; the SDK's own rule) gets the candidate's values, ``reason: "SPLIT"``.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -34,6 +38,7 @@ from configd_core.errors import InvalidName, NotFound
 from configd_core.flags import FlagNotFound, flag_leaves, parse_flag_key, resolve_pointer
 from configd_core.layout import validate_name
 from configd_core.records import HeadRecord, canonical_json, sha256_hex
+from configd_core.rollouts import InstanceIdentity, is_member
 
 from ..auth import Principal
 from ..errors import Forbidden
@@ -105,13 +110,49 @@ _BULK: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _evaluated(key: str, head: HeadRecord, value: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Served:
+    """The version of a config one evaluation context gets: the head, or during a rollout the cohort's."""
+
+    head: HeadRecord
+    version: int
+    sha256: str
+    document: Any
+    reason: str
+
+
+def _identity(context: dict[str, Any]) -> InstanceIdentity | None:
+    """The context as a rollout instance: ``targetingKey`` is its key, its other string attributes its labels."""
+    key = context.get("targetingKey")
+    if not isinstance(key, str) or not key:
+        return None
+    labels = {k: v for k, v in context.items() if k != "targetingKey" and isinstance(v, str)}
+    return InstanceIdentity(key=key, instance_id=key, labels=labels)
+
+
+def _served(store: ConfigStore, head: HeadRecord, identity: InstanceIdentity | None) -> _Served:
+    """Cohort-aware: during a rollout a context whose ``targetingKey`` is in the cohort gets the candidate (reason
+    ``SPLIT``), one outside it the head (``SPLIT`` too: the split decided); no targetingKey, or no rollout: the
+    head (``STATIC``). Membership is the SDK's rule (``configd_core.rollouts.is_member``)."""
+    rollout = head.rollout if head.rollout is not None and head.rollout.active else None
+    if rollout is None or identity is None:
+        return _Served(head, head.version, head.sha256, store.current_data(head), "STATIC")
+    if not is_member(rollout, identity):
+        return _Served(head, head.version, head.sha256, store.current_data(head), "SPLIT")
+    candidate = rollout.candidate_inline()
+    if candidate is None:
+        candidate = store.data(store.version(head.namespace, head.name, rollout.candidate_version))
+    return _Served(head, rollout.candidate_version, rollout.candidate_sha256, candidate, "SPLIT")
+
+
+def _evaluated(key: str, served: _Served, value: Any) -> dict[str, Any]:
+    head = served.head
     return {
         "key": key,
         "value": value,
-        "reason": "STATIC",
-        "variant": f"v{head.version}",
-        "metadata": {"config": f"{head.namespace}/{head.name}", "version": head.version, "sha256": head.sha256},
+        "reason": served.reason,
+        "variant": f"v{served.version}",
+        "metadata": {"config": f"{head.namespace}/{head.name}", "version": served.version, "sha256": served.sha256},
     }
 
 
@@ -143,14 +184,14 @@ class _BadContext(Exception):
         self.error_code = error_code
 
 
-def _evaluate_one(store: ConfigStore, principal: Principal, key: str) -> dict[str, Any]:
+def _evaluate_one(store: ConfigStore, principal: Principal, key: str, context: dict[str, Any]) -> dict[str, Any]:
     flag = parse_flag_key(key)
     if not principal.covers(flag.namespace):
         raise Forbidden(f"token {principal.name!r} may not access namespace {flag.namespace!r}")
-    head = store.head(flag.namespace, flag.name)
-    document = store.projections.public(flag.namespace, flag.name, store.current_data(head))
+    served = _served(store, store.head(flag.namespace, flag.name), _identity(context))
+    document = store.projections.public(flag.namespace, flag.name, served.document)
     value = resolve_pointer(document, flag.pointer)
-    return _evaluated(key, head, value)
+    return _evaluated(key, served, value)
 
 
 @router.post(
@@ -162,11 +203,11 @@ def _evaluate_one(store: ConfigStore, principal: Principal, key: str) -> dict[st
 )
 async def evaluate_flag(key: str, request: Request, principal: Reader, store: Store) -> JSONResponse:
     try:
-        await _context(request)
+        context = await _context(request)
     except _BadContext as exc:
         return _failure(400, key, exc.error_code, str(exc))
     try:
-        body = await run_in_threadpool(_evaluate_one, store, principal, key)
+        body = await run_in_threadpool(_evaluate_one, store, principal, key, context)
     except InvalidName as exc:
         return _failure(400, key, "PARSE_ERROR", str(exc))
     except (NotFound, FlagNotFound) as exc:
@@ -195,17 +236,22 @@ def _bulk(store: ConfigStore, principal: Principal, context: dict[str, Any], if_
     namespaces = _namespaces(store, principal, context)
     heads = [head for namespace in namespaces for head in store.heads(namespace)]
     schemas = [(s.namespace, s.name, s.version) for namespace in namespaces for s in store.schemas.heads(namespace)]
-    # The schemas count too: a new schema version may mark a field secret (no longer a flag).
-    state = [namespaces, [(h.namespace, h.name, h.version, h.sha256) for h in heads], schemas]
+    identity = _identity(context)
+    # The schemas count too: a new schema version may mark a field secret (no longer a flag); and during a rollout
+    # the version served depends on the rollout's step and on who asks.
+    rollouts = [(h.rollout.id, h.rollout.step, h.rollout.state) for h in heads if h.rollout is not None]
+    asking = [identity.key, sorted(identity.labels.items())] if identity is not None and rollouts else None
+    state = [namespaces, [(h.namespace, h.name, h.version, h.sha256) for h in heads], schemas, rollouts, asking]
     etag = f'"{sha256_hex(canonical_json(state))[:32]}"'
     if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
         return Response(status_code=304, headers={"ETag": etag})
     flags = []
     for head in heads:
         ref = f"{head.namespace}/{head.name}"
-        document = store.projections.public(head.namespace, head.name, store.current_data(head))
+        served = _served(store, head, identity)
+        document = store.projections.public(head.namespace, head.name, served.document)
         for pointer, value in flag_leaves(document):
-            flags.append(_evaluated(ref + pointer, head, value))
+            flags.append(_evaluated(ref + pointer, served, value))
     return JSONResponse({"flags": flags, "metadata": {"namespaces": namespaces}}, headers={"ETag": etag})
 
 

@@ -16,6 +16,7 @@ from configd_core.errors import (
     ErrorDetail,
     InvalidConfig,
     InvalidName,
+    RolloutActive,
     SchemaIncompatible,
     SchemaNotFound,
     SecretUnreadable,
@@ -46,6 +47,7 @@ from .writes import (
     checked_schema,
     config_write,
     push_transaction,
+    refuse_during_rollout,
     register_transaction,
     schema_and_config_transaction,
     schema_write,
@@ -312,6 +314,10 @@ class GroupPlan:
         return [ImportOutcome(o.index, o.item, status, detail=detail) for o in self.created()]
 
 
+def _items(group: ImportGroup) -> list[_Checked]:
+    return [c for c in (group.schema, group.config) if c is not None]
+
+
 def plan_group(
     group: ImportGroup,
     current: Heads,
@@ -337,6 +343,10 @@ def plan_group(
     schema_out: SchemaWrite | None = None
     config_out: ConfigWrite | None = None
     ns, name = group.namespace, group.name
+    try:
+        refuse_during_rollout(current.head, "an import of it")
+    except RolloutActive as exc:
+        return GroupPlan(group, current, problems=tuple(ItemProblem(c.index, c.item, exc) for c in _items(group)))
     live_schema = current.schema.version if current.schema else 0
     validator = validators.get(current.schema.sha256) if current.schema else None
     schema_version = live_schema

@@ -123,6 +123,12 @@ def test_start_holds_the_head_and_refuses_other_writes(
         rejected(server, gateway, lambda: http.delete(f"/api/v1/configs/{ns}/service"), 409)
         changed = {**SERVICE_SCHEMA, "properties": {**SERVICE_SCHEMA["properties"], "extra": {"type": "string"}}}
         rejected(server, gateway, lambda: http.put(f"/api/v1/schemas/{ns}/service", json=changed), 409)
+        items = [
+            {"kind": "schema", "namespace": ns, "name": "service", "document": changed},
+            {"kind": "config", "namespace": ns, "name": "service", "document": {**GOOD, "retries": 4}},
+        ]
+        imported = rejected(server, gateway, lambda: http.post("/api/v1/import", json={"items": items}), 409)[0]
+        assert [e["path"] for e in imported.json()["errors"]] == ["/items/0", "/items/1"]
 
 
 def test_invalid_rollouts_change_nothing(server: ServerProcess, gateway: ConsulGateway, unique_ns: str) -> None:

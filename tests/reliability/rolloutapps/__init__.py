@@ -1,0 +1,1 @@
+"""The application processes of tests/reliability/test_rollouts_e2e.py."""
