@@ -13,6 +13,19 @@ from typing import Annotated, Any
 
 import typer
 
+from ._cmd_rollout import (
+    BakeOpt,
+    InstancesOpt,
+    LabelsOpt,
+    ManualOpt,
+    MaxFailureRatioOpt,
+    MaxFailuresOpt,
+    StepsOpt,
+    cohort_text,
+    plan_from_options,
+    steps_text,
+    threshold_text,
+)
 from ._render import short, when
 from ._session import JsonOpt, RefArg, Session, read_document, session, split_ref
 
@@ -83,15 +96,30 @@ def propose(
     base: Annotated[
         int | None, typer.Option("--base", min=0, help="The version your edit started from (default: the head).")
     ] = None,
+    rollout: Annotated[
+        bool,
+        typer.Option("--rollout", help="Publishing starts a rollout (--steps, --bake, --labels, …) instead of a push."),
+    ] = False,
+    steps: StepsOpt = "100",
+    bake: BakeOpt = "5m",
+    labels: LabelsOpt = None,
+    instances: InstancesOpt = None,
+    max_failures: MaxFailuresOpt = None,
+    max_failure_ratio: MaxFailureRatioOpt = None,
+    manual: ManualOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Propose FILE as the next version of NS/NAME; prints the change request's id."""
+    """Propose FILE as the next version of NS/NAME; prints the change request's id. With --rollout, publishing it
+    starts a rollout by the plan given (the options of `configctl rollout start`)."""
     state = session(ctx, as_json)
     namespace, name = split_ref(ref)
     data = read_document(str(file))
     body: dict[str, Any] = {"namespace": namespace, "name": name, "data": data, "message": message}
     if base is not None:
         body["base_version"] = base
+    if rollout:
+        plan = plan_from_options(steps, bake, labels, instances, max_failures, max_failure_ratio, manual)
+        body["rollout"] = plan.model_dump(mode="json")
     result = state.api().request("POST", f"{API}/change-requests", json=body)
     if state.output.json_output:
         state.output.emit_json({"id": result["id"], "state": result["state"], "base_version": result["base_version"]})
@@ -164,6 +192,9 @@ def review(ctx: typer.Context, request_id: IdArg, as_json: JsonOpt = False) -> N
     out.line(f"approvals: {len(cr['approvals'])} of {cr['approvals_required']} ({approvers})")
     if cr.get("rejection"):
         out.line(f"rejected by {cr['rejection']['actor']}: {cr['rejection']['message']}")
+    plan = cr.get("rollout")
+    if cr.get("publish_target") == "rollout" and plan:
+        out.line(f"publishing starts a rollout: {cohort_text(plan)}; {steps_text(plan)}; {threshold_text(plan)}")
     if cr.get("published_version"):
         out.line(f"published as v{cr['published_version']} by {cr['published_by']}")
     if cr["valid"]:

@@ -156,6 +156,52 @@ def build_plan(
         raise UsageError("; ".join(problems)) from None
 
 
+# The plan's options, shared by `rollout start` and `propose --rollout`.
+StepsOpt = Annotated[str, typer.Option("--steps", help="Percentages of the cohort, in order, e.g. 5,25,100.")]
+BakeOpt = Annotated[
+    str, typer.Option("--bake", help="How long each step is held before the next: 90s, 2m, 1h or seconds.")
+]
+LabelsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--labels", help="Cohort: instances with all these labels, e.g. region=eu,tier=web."),
+]
+InstancesOpt = Annotated[
+    list[str] | None,
+    typer.Option("--instances", help="Instance keys or ids that always run the candidate (comma-separated)."),
+]
+MaxFailuresOpt = Annotated[
+    int | None, typer.Option("--max-failures", min=1, help="Abort when this many instances failed.")
+]
+MaxFailureRatioOpt = Annotated[
+    float | None,
+    typer.Option("--max-failure-ratio", help="Abort when this share (0-1] of the cohort's members failed."),
+]
+ManualOpt = Annotated[
+    bool, typer.Option("--manual", help="Never advance by itself: every step waits for `rollout promote`.")
+]
+
+
+def plan_from_options(
+    steps: str,
+    bake: str,
+    labels: Sequence[str] | None,
+    instances: Sequence[str] | None,
+    max_failures: int | None,
+    max_failure_ratio: float | None,
+    manual: bool,
+) -> RolloutPlan:
+    """The plan the command-line options describe (usage errors name the option)."""
+    return build_plan(
+        steps=parse_steps(steps),
+        bake_seconds=parse_duration(bake),
+        auto=not manual,
+        labels=parse_labels(labels or []),
+        instances=parse_instances(instances or []),
+        max_failures=max_failures,
+        max_failure_ratio=max_failure_ratio,
+    )
+
+
 def start_body(plan: RolloutPlan, *, data: Any = None, version: int | None = None, message: str = "") -> dict[str, Any]:
     """The ``POST …/rollouts`` body: the candidate (``data`` or an existing ``version``) and the plan's fields."""
     body: dict[str, Any] = {"data": data} if version is None else {"version": version}
@@ -188,6 +234,15 @@ def cohort_text(plan: dict[str, Any]) -> str:
     if instances:
         who += " + always " + ", ".join(str(i) for i in instances)
     return who
+
+
+def steps_text(plan: dict[str, Any]) -> str:
+    """``steps 5%, 25%, 100%, 5m each`` (or ``…, promoted by hand``)."""
+    steps = ", ".join(_percent(s) for s in plan.get("steps") or [])
+    pace = (
+        f"{format_duration(float(plan.get('bake_seconds', 0)))} each" if plan.get("auto", True) else "promoted by hand"
+    )
+    return f"steps {steps}, {pace}"
 
 
 def threshold_text(plan: dict[str, Any]) -> str:
@@ -341,28 +396,13 @@ def start(
     version: Annotated[
         int | None, typer.Option("--version", min=1, help="Roll out this existing version instead of FILE.")
     ] = None,
-    steps: Annotated[str, typer.Option("--steps", help="Percentages of the cohort, in order, e.g. 5,25,100.")] = "100",
-    bake: Annotated[
-        str, typer.Option("--bake", help="How long each step is held before the next: 90s, 2m, 1h or seconds.")
-    ] = "5m",
-    labels: Annotated[
-        list[str] | None,
-        typer.Option("--labels", help="Cohort: instances with all these labels, e.g. region=eu,tier=web."),
-    ] = None,
-    instances: Annotated[
-        list[str] | None,
-        typer.Option("--instances", help="Instance keys or ids that always run the candidate (comma-separated)."),
-    ] = None,
-    max_failures: Annotated[
-        int | None, typer.Option("--max-failures", min=1, help="Abort when this many instances failed.")
-    ] = None,
-    max_failure_ratio: Annotated[
-        float | None,
-        typer.Option("--max-failure-ratio", help="Abort when this share (0-1] of the cohort's members failed."),
-    ] = None,
-    manual: Annotated[
-        bool, typer.Option("--manual", help="Never advance by itself: every step waits for `rollout promote`.")
-    ] = False,
+    steps: StepsOpt = "100",
+    bake: BakeOpt = "5m",
+    labels: LabelsOpt = None,
+    instances: InstancesOpt = None,
+    max_failures: MaxFailuresOpt = None,
+    max_failure_ratio: MaxFailureRatioOpt = None,
+    manual: ManualOpt = False,
     message: MessageOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
@@ -371,15 +411,7 @@ def start(
     namespace, name = split_ref(ref)
     if (file is None) == (version is None):
         raise UsageError("give the candidate as FILE or as --version N (one of the two)")
-    plan = build_plan(
-        steps=parse_steps(steps),
-        bake_seconds=parse_duration(bake),
-        auto=not manual,
-        labels=parse_labels(labels or []),
-        instances=parse_instances(instances or []),
-        max_failures=max_failures,
-        max_failure_ratio=max_failure_ratio,
-    )
+    plan = plan_from_options(steps, bake, labels, instances, max_failures, max_failure_ratio, manual)
     data = read_document(str(file)) if file is not None else None
     result = state.api().start_rollout(namespace, name, start_body(plan, data=data, version=version, message=message))
     if state.output.json_output:

@@ -197,3 +197,21 @@ def test_reader_sees_the_rollout_but_no_step_and_a_forged_abort_is_refused(
         entries = http.get("/api/v1/audit", params={"namespace": ns}).json()["entries"]
     assert entries[0]["action"] == "rollout.abort" and entries[0]["result"] == "rejected"
     assert entries[0]["actor"] == "reader" and entries[0]["status"] == 403
+
+
+def test_a_change_request_that_starts_a_rollout(page: Page, server: ServerProcess, unique_ns: str) -> None:
+    ns = unique_ns
+    push_versions(server, ns, "service", V1)
+    plan = {"steps": [10, 100], "bake_seconds": 600, "cohort": {"labels": {"region": "eu"}}}
+    with server.client("editor") as http:
+        proposed = http.post(
+            "/api/v1/change-requests", json={"namespace": ns, "name": "service", "data": V2, "rollout": plan}
+        )
+    assert proposed.status_code == 201, proposed.text
+    sign_in(page, server, "editor")
+    page.goto(f"/ui/change-requests/{proposed.json()['id']}")
+    expect(page.locator("#cr-target")).to_contain_text("starts a rollout: region=eu; steps 10%, 100%, 600 s each")
+    page.click("#publish-button")
+    expect(page.locator("#cr-state")).to_have_text("published")
+    page.goto(f"/ui/configs/{ns}/service")
+    expect(page.locator("#rollout")).to_contain_text("10%")

@@ -167,3 +167,40 @@ def test_watch_on_a_terminal_redraws_in_place_until_the_end(server: ServerProces
     assert watched.exit_code == 0, watched.output
     assert "\x1b[" in watched.stdout and "step 1/2 at 50%" in watched.stdout
     assert "completed by configd-rollouts; v3 is the head" in watched.stdout
+
+
+def test_propose_with_a_rollout_and_publish_starts_it(server: ServerProcess, unique_ns: str, tmp_path: Path) -> None:
+    setup_config(server, unique_ns)
+    candidate = tmp_path / "candidate.json"
+    candidate.write_text(json.dumps(CANDIDATE))
+    ref = f"{unique_ns}/service"
+    proposed = cli(
+        server,
+        "editor",
+        "propose",
+        ref,
+        str(candidate),
+        "--rollout",
+        "--steps",
+        "10,100",
+        "--bake",
+        "2m",
+        "--labels",
+        "region=eu",
+        "--max-failures",
+        "2",
+        "--json",
+    )
+    assert proposed.exit_code == 0, proposed.output
+    request_id = json.loads(proposed.stdout)["id"]
+    shown = cli(server, "reader", "review", str(request_id))
+    assert "publishing starts a rollout: region=eu; steps 10%, 100%, 2m each" in shown.stdout, shown.stdout
+    bad = cli(server, "editor", "propose", ref, str(candidate), "--rollout", "--steps", "50,10")
+    assert bad.exit_code == 2 and "--steps" in bad.output
+    published = cli(server, "editor", "publish", str(request_id))
+    assert published.exit_code == 0, published.output
+    status = cli(server, "reader", "rollout", "status", ref, "--json")
+    assert status.exit_code == 0, status.output
+    current = json.loads(status.stdout)["rollout"]
+    assert current["plan"]["steps"] == [10, 100] and current["plan"]["cohort"]["labels"] == {"region": "eu"}
+    assert current["plan"]["max_failures"] == 2 and current["candidate_version"] == 2
