@@ -7,9 +7,10 @@ load); the figure is the minimum (the least-disturbed run on a shared machine). 
 - ``configctl get NS/NAME`` (against a real server) ≤ ``python -c "import typer, httpx"`` + 0.15 s;
 - ``python -c "import configd_client"`` ≤ ``python -c "import pydantic_settings"`` + 0.1 s.
 
-Also measured, without a target: ``python -c pass`` (the interpreter alone), and ``import typer, httpx, pydantic``
-— typer ≥ 0.2x coerces every non-flag parameter with a pydantic ``TypeAdapter``, so any typer command that takes
-an argument imports pydantic, whatever the program does.
+Also measured, without a target: ``python -c pass`` (the interpreter alone), ``from configd_client import
+ConfigClient`` (the threaded client and its Consul client; py-consul imports requests), and
+``import typer, httpx, pydantic``: the installed typer (0.29) coerces every non-flag parameter with a pydantic
+``TypeAdapter``, so any typer command that takes an argument imports pydantic, whatever the program does.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def commands(server_url: str | None, ref: str) -> dict[str, list[str]]:
         "import typer, httpx, pydantic": _python("import typer, httpx, pydantic"),
         "import pydantic_settings": _python("import pydantic_settings"),
         "import configd_client": _python("import configd_client"),
+        "from configd_client import ConfigClient": _python("from configd_client import ConfigClient"),
     }
     if server_url is not None:
         found["configctl get NS/NAME"] = [*cli, "--server", server_url, "--token", ADMIN_TOKEN, "get", ref]
@@ -71,7 +73,7 @@ def measure(argvs: dict[str, list[str]], runs: int) -> dict[str, dict[str, Any]]
     """Min and median of ``runs`` interleaved runs of every command (seconds)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONFIGD_", "PYTHON"))}
     times: dict[str, list[float]] = {label: [] for label in argvs}
-    for label, argv in argvs.items():  # one warm-up each: page cache and .pyc files, not counted
+    for argv in argvs.values():  # one warm-up each: page cache and .pyc files, not counted
         _once(argv, env)
     for _ in range(runs):
         for label, argv in argvs.items():
