@@ -52,6 +52,14 @@ def _model(kind: str) -> type[Any]:
     from pydantic import BaseModel
     from pydantic_settings import BaseSettings, SettingsConfigDict
 
+    if kind == "loose":
+
+        class Loose(BaseSettings):
+            model_config = SettingsConfigDict(extra="ignore")
+            seq: int = 0
+
+        return Loose
+
     if kind == "large":
 
         class Item(BaseModel):
@@ -165,7 +173,7 @@ def main() -> None:
     parser.add_argument("--prefix", default="configd")
     parser.add_argument("--namespace", default="")
     parser.add_argument("--names", default="")
-    parser.add_argument("--model", default="fields", choices=["fields", "large"])
+    parser.add_argument("--model", default="fields", choices=["fields", "large", "loose"])
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--key", default="")
     parser.add_argument("--chunks", default="", help="raw: after each wake, read and decode this chunk prefix")

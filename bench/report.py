@@ -10,7 +10,9 @@ from typing import Any
 
 from ._env import ROOT
 from ._stats import ratio
+from .callbacks import render as callbacks_section
 from .relay import render as relay_section
+from .startup import render as startup_section
 
 NOTES = ROOT / "bench" / "notes.md"
 
@@ -234,6 +236,12 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
 
     if "relay" in results:
         out.extend(relay_section(results["relay"]))
+
+    if "startup" in results:
+        out.extend(startup_section(results["startup"]))
+
+    if "callbacks" in results:
+        out.extend(callbacks_section(results["callbacks"]))
 
     if NOTES.exists():
         add(NOTES.read_text().rstrip() + "\n")

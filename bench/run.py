@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import bulk, idle, large, propagation, relay, report, throughput
+from . import bulk, callbacks, idle, large, propagation, relay, report, startup, throughput
 from ._env import ROOT, BenchEnv, machine_load
 
 FULL: dict[str, dict[str, Any]] = {
@@ -35,6 +35,8 @@ FULL: dict[str, dict[str, Any]] = {
         "sdk_pushes": 5,
         "sdk_settle": 8.0,
     },
+    "startup": {"runs": 9},
+    "callbacks": {"counts": [10, 200]},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "propagation": {"counts": [1, 2], "pushes": 3},
@@ -52,6 +54,8 @@ QUICK: dict[str, dict[str, Any]] = {
         "sdk_pushes": 2,
         "sdk_settle": 2.0,
     },
+    "startup": {"runs": 3},
+    "callbacks": {"counts": [2, 10]},
 }
 SECTIONS = {
     "propagation": propagation.run,
@@ -60,6 +64,8 @@ SECTIONS = {
     "large": large.run,
     "idle": idle.run,
     "relay": relay.run,
+    "startup": startup.run,
+    "callbacks": callbacks.run,
 }
 
 

@@ -38,6 +38,10 @@ app = typer.Typer(
     epilog="Exit codes: 0 ok, 1 validation failed, 2 usage, 3 conflict, 4 not found, "
     "5 server or Consul unavailable, 6 auth.",
     no_args_is_help=True,
+    # Plain (click) help and usage errors: typer's rich formatting imports rich.markdown, markdown_it, rich.traceback
+    # and rich.syntax first, ~65 ms of every `--help` and usage error on a 2-core VM, for boxes around the same text
+    # (docs/benchmarks.md, start-up). Tables, diffs and errors of the commands themselves are still rich.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -8,7 +8,6 @@ diff; it applies through ``POST /api/v1/import``, whole configs per request, a f
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -36,7 +35,6 @@ from ._tree import (
     scan_tree,
     tree_path,
 )
-from ._watch import DirectoryWatcher
 
 sync_app = typer.Typer()
 
@@ -61,6 +59,8 @@ def _parallel(
     if not jobs:
         return results
     weight = weights or [1] * len(jobs)
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     with state.output.progress() as progress, ThreadPoolExecutor(max_workers=workers) as pool:
         task = progress.add_task(label, total=sum(weight))
         futures = {pool.submit(job): index for index, job in enumerate(jobs)}
@@ -347,6 +347,8 @@ def import_tree(
     requests = import_requests(plan.batches(), max_items=IMPORT_REQUEST_ITEMS, max_bytes=IMPORT_REQUEST_BYTES)
     jobs = [] if dry_run else [_bind(_apply_request, api, request, message) for request in requests]
     weights = [sum(len(batch) for batch in request) for request in requests]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=1) as applier:
         applying = applier.submit(_parallel, state, "import", jobs, min(workers, IMPORT_PARALLEL), weights)
         # While the server works: the report's items, with the diff of every document (computed on demand).
@@ -448,6 +450,8 @@ def watch(
     if not root.is_dir():
         raise UsageError(f"{directory}: not a directory")
     api = state.api()
+    from ._watch import DirectoryWatcher  # watchdog: only `configctl watch` needs it
+
     with DirectoryWatcher(root, quiet=debounce) as watcher:
         state.output.note(f"watching {root} (Ctrl-C to stop)")
         try:

@@ -8,13 +8,12 @@ the server puts in every error body — never from the message.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
-
-import httpx
 
 from configd_core.errors import (
     ConfigdError,
@@ -127,6 +126,16 @@ def _ref_path(namespace: str, name: str) -> str:
     return f"{API}/configs/{_segment(namespace)}/{_segment(name)}"
 
 
+def _needs_tls(server: str) -> bool:
+    """Whether any request can travel over TLS: an ``https://`` server, or an HTTPS proxy from the environment.
+
+    For a plain ``http://`` server (redirects are not followed) httpx would still build a verifying SSL context
+    from certifi's bundle at ``Client()``: ~35 ms of every command that talks to the server, for nothing.
+    """
+    proxied = any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    return not server.lower().startswith("http://") or proxied
+
+
 class ConfigdAPI:
     """A keep-alive connection pool to one configd server; safe to share between threads (httpx.Client is)."""
 
@@ -137,11 +146,16 @@ class ConfigdAPI:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.server = server.rstrip("/")
+        # Imported by the first ConfigdAPI, not with this module: `configctl --help` and offline commands never
+        # pay for httpx (docs/benchmarks.md, start-up).
+        import httpx
+
         self._http = httpx.Client(
             base_url=self.server,
             headers=headers,
             timeout=timeout,
             limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+            verify=_needs_tls(self.server),
         )
 
     def __enter__(self) -> ConfigdAPI:
@@ -159,6 +173,8 @@ class ConfigdAPI:
         """One API call; returns the decoded JSON body or raises a configd exception."""
         url = f"{self.server}{path}"
         clean = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in (params or {}).items()}
+        import httpx  # already imported by __init__: a dictionary lookup
+
         try:
             response = self._http.request(method, path, json=json, params=clean or None)
         except httpx.TimeoutException as exc:

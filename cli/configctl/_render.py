@@ -1,18 +1,23 @@
-"""Human and machine output: rich tables and coloured diffs on stdout, one-line errors on stderr, plain JSON."""
+"""Human and machine output: rich tables and coloured diffs on stdout, one-line errors on stderr, plain JSON.
+
+rich is imported when a command first prints through it (``--json`` and ``get`` never do): start-up time is
+what ``configctl --help`` and a one-shot ``get`` pay for every import (docs/benchmarks.md, start-up).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
+from configd_core.documents import pretty_json
 
-from configd_core.records import pretty_json
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.text import Text
 
 _DIFF_STYLES = (("+++", "bold"), ("---", "bold"), ("@@", "cyan"), ("+", "green"), ("-", "red"))
 _OP_MARKS = {"add": ("+", "green"), "remove": ("-", "red"), "replace": ("~", "yellow")}
@@ -54,9 +59,19 @@ class Output:
 
     def __init__(self, *, json_output: bool = False) -> None:
         self.json_output = json_output
-        # No explicit file: rich resolves sys.stdout/sys.stderr when printing, which CliRunner swaps.
-        self.out = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    # No explicit file: rich resolves sys.stdout/sys.stderr when printing, which CliRunner swaps.
+    @cached_property
+    def out(self) -> Console:
+        from rich.console import Console
+
+        return Console(highlight=False, soft_wrap=True)
+
+    @cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     def emit_json(self, value: Any) -> None:
         sys.stdout.write(json_text(value) + "\n")
@@ -84,9 +99,13 @@ class Output:
         self.err.print(text, style="dim", markup=False)
 
     def error(self, text: str) -> None:
+        from rich.text import Text
+
         self.err.print(Text(text, style="bold red"))
 
     def diff(self, unified: str) -> None:
+        from rich.text import Text
+
         for raw in unified.splitlines():
             style = next((s for prefix, s in _DIFF_STYLES if raw.startswith(prefix)), None)
             self.out.print(Text(raw, style=style or ""))
@@ -95,6 +114,8 @@ class Output:
         if not changes:
             self.line("no changes", style="dim")
             return
+        from rich.text import Text
+
         self.line(f"{len(changes)} changed path(s):", style="bold")
         for change in changes:
             mark, style = _OP_MARKS.get(str(change.get("op")), ("?", ""))
@@ -108,6 +129,8 @@ class Output:
 
     def table(self, title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """A table whose last column (a message) wraps; the others never do."""
+        from rich.table import Table
+
         table = Table(title=title, title_justify="left", header_style="bold")
         for index, column in enumerate(columns):
             last = index == len(columns) - 1
@@ -118,6 +141,8 @@ class Output:
 
     def progress(self, *, transient: bool = False) -> Progress:
         """A progress bar on stderr; silent in ``--json`` mode."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         return Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
+from configd_core.documents import check_document
 from configd_core.errors import InvalidConfig, InvalidName
 from configd_core.layout import parse_ref
-from configd_core.records import check_document
 
 from ._errors import UsageError
 from ._http import ConfigdAPI

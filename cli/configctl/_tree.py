@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from configd_core.diff import Change, diff_json, unified_diff
+from configd_core.documents import canonical_json, document_sha256, pretty_json
 from configd_core.errors import InvalidName
 from configd_core.layout import validate_name
-from configd_core.records import canonical_json, document_sha256, pretty_json
-from configd_core.secrets import masked_pair
 
 from ._errors import UsageError
 
@@ -125,6 +124,8 @@ class PlanItem:
     def changes(self) -> list[Change]:
         if self.action == "unchanged":
             return []
+        from configd_core.secrets import masked_pair  # hashlib, secrets, base64: only when a diff is shown
+
         old, new = masked_pair(self.remote_document if self.action == "update" else {}, self.local)
         return diff_json(old, new)
 
@@ -132,6 +133,8 @@ class PlanItem:
     def unified(self) -> str:
         if self.action != "update":
             return ""
+        from configd_core.secrets import masked_pair
+
         old, new = masked_pair(self.remote_document, self.local)
         return unified_diff(
             old,

@@ -1,18 +1,26 @@
-"""Callback delivery off the watch thread: one mailbox and one worker thread per registered callback.
+"""Callback delivery off the watch thread: one mailbox per registered callback, run by a small shared pool.
 
-A slow or raising callback therefore never stalls the watcher, nor any other callback. Each callback sees
-versions in increasing order and each version at most once; while a callback is busy, the change events
-queued for it are coalesced into one (:func:`merge_events`), so under a burst it may skip intermediate
-versions, but the last applied version always reaches it.
+Every callback of every LiveSettings in the process is run by one pool of at most :data:`POOL_SIZE` daemon
+threads (:class:`CallbackPool`), so an application watching 200 configs with a callback each holds 4 callback
+threads, not 200. Each callback keeps its guarantees: versions in increasing order, each at most once, never two
+runs of the same callback at once; while a callback is busy the change events queued for it are coalesced into
+one (:func:`merge_events`), so under a burst it may skip intermediate versions, but the last applied version
+always reaches it. The watcher only posts to a mailbox: a slow or raising callback never stalls it.
+
+A callback occupies a pool thread only while it runs, and a callback with more pending work goes to the back of
+the queue after each run, so a busy callback cannot starve the others. The trade-off: while :data:`POOL_SIZE`
+callbacks are *all* inside a call at once (sleeping, blocked on I/O), the other callbacks wait for one of them to
+return — they are delayed, never dropped or reordered (docs/client.md, "Callbacks").
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("configd_client")
 
@@ -56,97 +64,186 @@ class Mailbox(Generic[T]):
         return len(self._items)
 
 
-class CallbackWorker(Generic[T]):
-    """Runs one callback on its own daemon thread, fed through a :class:`Mailbox`.
+#: Threads of the process-wide callback pool (docs/client.md, "Callbacks").
+POOL_SIZE = 4
 
-    The thread sleeps on a condition (no polling) and :meth:`post` notifies it, so an item is handed over
-    as soon as it is posted. :meth:`start` creates the thread ahead of the first item (a Dispatcher does
-    so when the callback is added), keeping thread creation out of the first change's latency.
+
+class CallbackPool:
+    """At most ``size`` daemon threads running the callbacks that have work, one run of one callback at a time.
+
+    Threads start on demand (the first when a callback is registered, so thread creation stays out of the first
+    change's latency; another only when work is queued and every thread is inside a callback) and then wait on a
+    condition: no polling.
+    """
+
+    def __init__(self, size: int = POOL_SIZE, name: str = "configd-callbacks") -> None:
+        self.size = size
+        self._name = name
+        self._cond = threading.Condition()
+        self._ready: deque[CallbackWorker[Any]] = deque()
+        self._threads: list[threading.Thread] = []
+        self._waiting = 0  # threads blocked in _next(), ready to take work
+
+    @property
+    def threads(self) -> int:
+        return len(self._threads)
+
+    def prestart(self) -> None:
+        with self._cond:
+            if not self._threads:
+                self._start_thread()
+
+    def submit(self, worker: CallbackWorker[Any]) -> None:
+        with self._cond:
+            self._ready.append(worker)
+            if self._waiting < len(self._ready) and len(self._threads) < self.size:
+                self._start_thread()
+            self._cond.notify()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _next(self) -> CallbackWorker[Any]:
+        with self._cond:
+            self._waiting += 1
+            while not self._ready:
+                self._cond.wait()
+            self._waiting -= 1
+            return self._ready.popleft()
+
+    def _run(self) -> None:
+        while True:
+            self._next().run_once()
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: no thread survived, and queued work is the parent's (see CallbackWorker)."""
+        self._cond = threading.Condition()
+        self._ready = deque()
+        self._threads = []
+        self._waiting = 0
+
+
+#: The one pool of the process (``os.register_at_fork`` below resets it in a forked child).
+POOL = CallbackPool()
+
+
+class CallbackWorker(Generic[T]):
+    """One callback and its :class:`Mailbox`, run by the pool: at most once at a time, items in posted order.
+
+    ``_scheduled`` is True from the moment the worker is queued in the pool until a run finds its mailbox empty:
+    a worker is never queued twice, so no two threads ever run the same callback.
     """
 
     def __init__(
-        self, callback: Callable[[T], object], mailbox: Mailbox[T], name: str, on_raise: RaiseHook[T] | None = None
+        self,
+        callback: Callable[[T], object],
+        mailbox: Mailbox[T],
+        name: str,
+        pool: CallbackPool | None = None,
+        on_raise: RaiseHook[T] | None = None,
     ) -> None:
         self.callback = callback
         self._mailbox = mailbox
         self._name = name
+        self._pool = pool if pool is not None else POOL
         self._on_raise = on_raise
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._scheduled = False
         self._busy = False
         self._closed = False
 
     def start(self) -> None:
-        with self._cond:
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+        """Make sure the pool has a thread before the first item (thread creation off the first change's path)."""
+        self._pool.prestart()
 
     def post(self, item: T) -> None:
         with self._cond:
             if self._closed:
                 return
             self._mailbox.post(item)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            self._cond.notify()
+            if self._scheduled:
+                return  # queued or running: the run in progress picks it up (coalesced, for changes)
+            self._scheduled = True
+        self._pool.submit(self)
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and len(self._mailbox) == 0:
-                    self._busy = False
-                    self._cond.notify_all()
-                    self._cond.wait()
-                if self._closed:
-                    return
-                item = self._mailbox.take()
-                self._busy = True
-            try:
-                self.callback(item)  # type: ignore[arg-type]
-            except Exception as exc:  # a user callback's failure must not end delivery to it
-                log.exception("configd_client: callback %r raised", self.callback)
-                self._raised(item, exc)  # type: ignore[arg-type]
+    def run_once(self) -> None:
+        """Deliver one item (on a pool thread), then queue this worker again if more arrived meanwhile."""
+        with self._cond:
+            item = None if self._closed else self._mailbox.take()
+            if item is None:
+                self._scheduled = False
+                self._cond.notify_all()
+                return
+            self._busy = True
+        self._call(item)
+        with self._cond:
+            self._busy = False
+            again = not self._closed and len(self._mailbox) > 0
+            self._scheduled = again
+            if not again:
+                self._cond.notify_all()
+        if again:
+            self._pool.submit(self)  # behind the others: one callback with a stream of work cannot starve them
 
-    def _raised(self, item: T, exc: Exception) -> None:
-        if self._on_raise is None:
-            return
+    def _call(self, item: T) -> None:
+        """The one place a callback runs and its exception is caught (a failure never ends delivery to it)."""
         try:
-            self._on_raise(self.callback, item, exc)
-        except Exception:  # the hook only reports: it must not end delivery either
-            log.exception("configd_client: could not report the failure of callback %r", self.callback)
+            self.callback(item)
+        except Exception as exc:
+            self.on_callback_error(item, exc)
+
+    def on_callback_error(self, item: T, exc: Exception) -> None:
+        """The callback raised ``exc`` on ``item``: logged, then handed to the ``on_raise`` hook if any (a rollout's
+        failure report); the hook only reports, it must not end delivery either."""
+        log.exception("configd_client: callback %r raised", self.callback, exc_info=exc)
+        if self._on_raise is not None:
+            try:
+                self._on_raise(self.callback, item, exc)
+            except Exception:
+                log.exception("configd_client: could not report the failure of callback %r", self.callback)
 
     def idle(self, timeout: float | None = None) -> bool:
         """Wait until every posted item has been handled; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._closed or (not self._busy and len(self._mailbox) == 0), timeout)
+            return self._cond.wait_for(lambda: self._closed or not self._scheduled, timeout)
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
+            self._mailbox.clear()
             self._cond.notify_all()
 
     def after_fork_in_child(self) -> None:
-        """In a forked child: no thread (the next :meth:`post` starts one) and nothing pending.
+        """In a forked child: nothing queued, running or pending (the next :meth:`post` schedules it anew).
 
         What was pending at the fork is the parent's to deliver: a version applied before the fork is an event
         in the parent only, so each process sees each change once.
         """
         self._cond = threading.Condition()
-        self._thread = None
+        self._scheduled = False
         self._busy = False
         self._mailbox.clear()
 
 
 class Dispatcher(Generic[T]):
-    """The workers of one LiveSettings: one per callback, all fed the same items."""
+    """The callbacks of one LiveSettings, all fed the same items, run by the process's :class:`CallbackPool`.
+
+    ``on_raise(callback, item, exc)`` is called (on the pool thread) after a callback raised ``exc`` on ``item``.
+    """
 
     def __init__(
-        self, name: str, coalesce: Callable[[T, T], T] | None = None, on_raise: RaiseHook[T] | None = None
+        self,
+        name: str,
+        coalesce: Callable[[T, T], T] | None = None,
+        *,
+        pool: CallbackPool | None = None,
+        on_raise: RaiseHook[T] | None = None,
     ) -> None:
         self._name = name
         self._coalesce = coalesce
+        self._pool = pool if pool is not None else POOL
         self._on_raise = on_raise
         self._lock = threading.Lock()
         self._workers: tuple[CallbackWorker[T], ...] = ()
@@ -154,7 +251,7 @@ class Dispatcher(Generic[T]):
 
     def add(self, callback: Callable[[T], object]) -> None:
         worker = CallbackWorker(
-            callback, Mailbox(self._coalesce), f"{self._name}-{len(self._workers)}", self._on_raise
+            callback, Mailbox(self._coalesce), f"{self._name}-{len(self._workers)}", self._pool, self._on_raise
         )
         with self._lock:
             if self._closed:
@@ -187,3 +284,6 @@ class Dispatcher(Generic[T]):
         self._lock = threading.Lock()
         for worker in self._workers:
             worker.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=POOL.after_fork_in_child)

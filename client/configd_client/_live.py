@@ -60,7 +60,7 @@ class LiveSettings(Generic[S]):
         self._closed = False
         self.last_error: Exception | None = None
         self._changes: Dispatcher[ChangeEvent[S]] = Dispatcher(
-            f"configd-{self.ref}-change", merge_events, self._change_callback_raised
+            f"configd-{self.ref}-change", merge_events, on_raise=self._change_callback_raised
         )
         self._errors: Dispatcher[Exception] = Dispatcher(f"configd-{self.ref}-error")
 

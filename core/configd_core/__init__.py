@@ -5,7 +5,8 @@ the CLI. Its surface:
 
 ============================  ===================================================================================
 ``configd_core.layout``       every Consul key (``KeyLayout``), every limit configd designs around, name rules
-``configd_core.records``      the pydantic record models stored in Consul, canonical JSON + sha256, chunking
+``configd_core.records``      the pydantic record models stored in Consul, chunking (re-exports ``documents``)
+``configd_core.documents``    JSON documents, no pydantic: storable checks, canonical JSON, sha256, pretty form
 ``configd_core.diff``         JSON Pointer (RFC 6901) building, structural diff, unified text diff
 ``configd_core.errors``       the one exception tree (``ConfigdError`` and its subclasses)
 ``configd_core.consul``       ``ConsulGateway`` (py-consul on urllib3) and the transaction operations ``op_*``
@@ -18,4 +19,4 @@ The dependency rule: ``configd_core`` imports nothing of ``configd``, ``configd_
 import it. docs/architecture.md draws the whole picture.
 """
 
-__all__ = ["blocking", "consul", "diff", "errors", "flags", "layout", "records", "rollouts"]
+__all__ = ["blocking", "consul", "diff", "documents", "errors", "flags", "layout", "records", "rollouts"]

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .records import pretty_json
+from .documents import pretty_json
 
 Op = Literal["add", "remove", "replace"]
 

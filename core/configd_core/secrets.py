@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from .diff import escape_token
+from .documents import ENVELOPE_KEY, canonical_json, utcnow
 from .errors import ConfigdError, ErrorDetail, SecretUnreadable
-from .records import ENVELOPE_KEY, canonical_json, utcnow
 
 #: What every reader sees in place of a secret value (API, UI, configctl get, diffs).
 MASK = "••••••"

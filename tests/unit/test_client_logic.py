@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDi
 from configd_client import ChangeEvent, ConfigdError, ConfigdSettingsSource, ValidationFailed
 from configd_client._cache import CacheWriter, LastKnownGoodCache, PendingWrites
 from configd_client._client import parse_source
-from configd_client._dispatch import CallbackWorker, Dispatcher, Mailbox
+from configd_client._dispatch import POOL, CallbackPool, CallbackWorker, Dispatcher, Mailbox
 from configd_client._events import Applied, Document, merge_events, plan_apply, settings_changes
 from configd_client._filesource import DebounceQueue, config_key_of
 from configd_client._registration import SyncSchedule, SyncWork
@@ -265,8 +265,7 @@ def test_a_posted_item_wakes_the_callback_thread_at_once() -> None:
 
     dispatcher: Dispatcher[float] = Dispatcher("handoff")
     dispatcher.add(record)
-    worker = dispatcher._workers[0]
-    assert worker._thread is not None and worker._thread.is_alive()  # started with the callback, not on first item
+    assert POOL.threads >= 1  # a pool thread exists once a callback is registered, not from the first item on
     for _ in range(20):
         got.clear()
         dispatcher.emit(time.perf_counter())
@@ -288,6 +287,92 @@ def test_a_raising_callback_keeps_receiving() -> None:
     assert worker.idle(10)
     assert seen == [0, 1, 2]
     worker.close()
+
+
+def _merge(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return (a[0], b[1])
+
+
+def test_two_hundred_callbacks_share_a_bounded_pool() -> None:
+    pool = CallbackPool(size=4, name="configd-test-pool")
+    before = threading.active_count()
+    seen: dict[int, list[int]] = {i: [] for i in range(200)}
+    dispatchers: list[Dispatcher[tuple[int, int]]] = []
+    for index in range(200):
+        dispatcher: Dispatcher[tuple[int, int]] = Dispatcher(f"cfg-{index}", _merge, pool=pool)
+        dispatcher.add(lambda item, index=index: seen[index].append(item[1]))
+        dispatchers.append(dispatcher)
+    for version in range(2, 5):
+        for dispatcher in dispatchers:
+            dispatcher.emit((version - 1, version))
+    assert all(d.idle(10) for d in dispatchers)
+    assert pool.threads <= 4 and threading.active_count() - before <= 4
+    assert all(s and s == sorted(set(s)) and s[-1] == 4 for s in seen.values())  # increasing, once, the last one
+
+
+def test_one_callback_never_runs_twice_at_once_and_sees_increasing_versions() -> None:
+    pool = CallbackPool(size=4, name="configd-test-pool")
+    running, most = 0, 0
+    guard = threading.Lock()
+    seen: list[int] = []
+
+    def callback(item: tuple[int, int]) -> None:
+        nonlocal running, most
+        with guard:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.002)
+        seen.append(item[1])
+        with guard:
+            running -= 1
+
+    dispatcher: Dispatcher[tuple[int, int]] = Dispatcher("one", _merge, pool=pool)
+    dispatcher.add(callback)
+    for version in range(2, 200):
+        dispatcher.emit((version - 1, version))
+        if version % 10 == 0:
+            time.sleep(0.001)
+    assert dispatcher.idle(10)
+    assert most == 1
+    assert seen == sorted(set(seen)) and seen[-1] == 199
+    assert len(seen) < 198  # coalesced while busy
+    dispatcher.close()
+
+
+def test_blocked_callbacks_delay_others_only_when_they_hold_every_pool_thread() -> None:
+    pool = CallbackPool(size=2, name="configd-test-pool")
+    release = threading.Event()
+    blocked = Dispatcher[int]("slow", pool=pool)
+    blocked.add(lambda item: release.wait(10))
+    others = [Dispatcher[int](f"fast-{i}", pool=pool) for i in range(20)]
+    done = [threading.Event() for _ in others]
+    for dispatcher, event in zip(others, done, strict=True):
+        dispatcher.add(lambda item, event=event: event.set())
+    blocked.emit(1)
+    for dispatcher in others:
+        dispatcher.emit(1)
+    # one slow callback holds one of the two threads: the 20 others run on the other one meanwhile
+    assert all(event.wait(10) for event in done)
+    release.set()
+    assert blocked.idle(10)
+
+
+def test_a_raising_callback_reaches_the_error_hook_and_keeps_receiving() -> None:
+    failures: list[tuple[object, str]] = []
+    seen: list[int] = []
+
+    def flaky(item: int) -> None:
+        seen.append(item)
+        raise RuntimeError(f"boom {item}")
+
+    dispatcher: Dispatcher[int] = Dispatcher("hooked", on_raise=lambda cb, item, exc: failures.append((cb, str(exc))))
+    dispatcher.add(flaky)
+    for item in range(3):
+        dispatcher.emit(item)
+        assert dispatcher.idle(10)
+    assert seen == [0, 1, 2]
+    assert failures == [(flaky, "boom 0"), (flaky, "boom 1"), (flaky, "boom 2")]
+    dispatcher.close()
 
 
 # --- settings building -------------------------------------------------------------------------------
