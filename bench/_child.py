@@ -106,7 +106,13 @@ def run_configd(args: argparse.Namespace) -> None:
 
     model = _model(args.model)
     say("BASE " + json.dumps(stats()))
-    client = ConfigClient(args.consul, prefix=args.prefix, cache_dir=args.cache_dir, application="bench")
+    client = ConfigClient(
+        args.consul,
+        prefix=args.prefix,
+        cache_dir=args.cache_dir,
+        application="bench",
+        instance_key=args.instance_key or None,
+    )
     for name in args.names.split(","):
         live = client.settings(model, f"{args.namespace}/{name}", timeout=60)
 
@@ -176,6 +182,7 @@ def main() -> None:
     parser.add_argument("--model", default="fields", choices=["fields", "large", "loose"])
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--key", default="")
+    parser.add_argument("--instance-key", default="", help="configd: the instance key (rollout membership)")
     parser.add_argument("--chunks", default="", help="raw: after each wake, read and decode this chunk prefix")
     args = parser.parse_args()
     (run_configd if args.mode == "configd" else run_raw)(args)

@@ -79,7 +79,7 @@ def render(result: dict[str, Any]) -> list[str]:
     out.append(
         "One process, a `ConfigClient` watching N configs of one namespace with an `on_change` callback each; "
         "counted from just after `import configd_client` to after one change per config (every callback has run). "
-        "Callbacks run on one process-wide pool of at most 4 threads (docs/client.md, \"Callbacks\"); the rest is "
+        'Callbacks run on one process-wide pool of at most 4 threads (docs/client.md, "Callbacks"); the rest is '
         "the watcher, the registration and the cache writer.\n"
     )
     out.append(
@@ -107,4 +107,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -1,5 +1,9 @@
 """5 and 6. Client cost and Consul load of a process watching 10 configs, beside a raw Consul watcher.
 
+With ``rollout=True`` (the ``idle_rollout`` section) the same is measured while two of the 10 configs have an
+active rollout: one whose cohort lists this process (it runs the candidate) and one it is outside of — the
+rollout record reaches it through the same one blocking query, so the figures should not move (issue 13).
+
 One child runs a ConfigClient watching 10 configs of one namespace (with an on_change callback each); another
 holds one raw blocking GET (ConsulGateway, the SDK's own client; wait=55s, the SDK's default). Each talks to
 Consul through its own counting proxy on loopback (``bench._proxy``), which counts connections and HTTP
@@ -32,7 +36,10 @@ def _mode(values: list[int]) -> int:
     return collections.Counter(values).most_common(1)[0][0] if values else 0
 
 
-def run(env: BenchEnv, idle_seconds: float) -> dict[str, Any]:
+INSTANCE_KEY = "bench-idle-process"
+
+
+def run(env: BenchEnv, idle_seconds: float, rollout: bool = False) -> dict[str, Any]:
     server = env.start_server()
     namespace = "idle"
     names = [f"svc-{i:02d}" for i in range(10)]
@@ -55,6 +62,8 @@ def run(env: BenchEnv, idle_seconds: float) -> dict[str, Any]:
         ",".join(names),
         "--cache-dir",
         str(env.workdir / "cache-idle"),
+        "--instance-key",
+        INSTANCE_KEY,
     )
     children.spawn("raw", "--consul", proxies["raw"].address, "--key", raw_key)
     (c_base, c_ready), (r_base, r_ready) = children.wait_ready()
@@ -63,6 +72,16 @@ def run(env: BenchEnv, idle_seconds: float) -> dict[str, Any]:
         for name in names:
             ok(http.put(f"/api/v1/configs/{namespace}/{name}", json={"data": config_data(1)}))
             children.collect(name, "2", 1)
+        if rollout:  # two active rollouts: this process in the cohort of one (it runs v3), outside the other
+            for name, cohort in ((names[0], [INSTANCE_KEY]), (names[1], [])):
+                body = {
+                    "data": config_data(2),
+                    "cohort": {"instances": cohort},
+                    "steps": [0],
+                    "auto": False,
+                }
+                ok(http.post(f"/api/v1/configs/{namespace}/{name}/rollouts", json=body))
+            children.collect(names[0], "3", 1)
     raw_http.put(f"{env.consul_addr}/v1/kv/{raw_key}", data=b"1").raise_for_status()
     children.collect(raw_key, "1", 1)
     # The SDK publishes its registration and writes its last-known-good cache 1-1.5 s after a change; idle
@@ -110,6 +129,7 @@ def run(env: BenchEnv, idle_seconds: float) -> dict[str, Any]:
     raw = figures("raw", r_base, r_ready, r_steady, r_end)
     result = {
         "configs_watched": len(names),
+        "active_rollouts": 2 if rollout else 0,
         "configd": configd,
         "raw": raw,
         "rss_ratio": ratio(configd["rss_added_kib_steady"], raw["rss_added_kib_steady"]),

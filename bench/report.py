@@ -234,6 +234,31 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             "query's re-issue when its wait ends).\n"
         )
 
+    if "idle" in results and "idle_rollout" in results:
+        quiet, busy = results["idle"]["configd"], results["idle_rollout"]["configd"]
+        add("### The same process while two of its configs have an active rollout (issue 13)\n")
+        add(
+            "One rollout lists this process in its cohort (it runs the candidate), the other leaves it out; both "
+            "ride in the head records the process already watches.\n"
+        )
+        add("| | no rollout | two active rollouts |\n|---|---|---|")
+        add(f"| CPU over the idle window (s) | {quiet['idle_cpu_s']} | {busy['idle_cpu_s']} |")
+        add(
+            f"| Consul HTTP requests per minute, idle | {quiet['idle_requests_per_min']} | "
+            f"{busy['idle_requests_per_min']} |"
+        )
+        add(
+            f"| blocking queries held (typical / max) | {quiet['blocking_queries_held']['typical']} / "
+            f"{quiet['blocking_queries_held']['max']} | {busy['blocking_queries_held']['typical']} / "
+            f"{busy['blocking_queries_held']['max']} |"
+        )
+        add(
+            f"| connections open (typical / max) | {quiet['connections_open']['typical']} / "
+            f"{quiet['connections_open']['max']} | {busy['connections_open']['typical']} / "
+            f"{busy['connections_open']['max']} |"
+        )
+        add(f"| threads added, steady | {quiet['threads_added_steady']} | {busy['threads_added_steady']} |\n")
+
     if "relay" in results:
         out.extend(relay_section(results["relay"]))
 

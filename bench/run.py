@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ FULL: dict[str, dict[str, Any]] = {
     "bulk": {"count": 10000, "versions": 1000, "page": 50, "repeat": 40},
     "large": {"size_mb": 4, "pushes": 5},
     "idle": {"idle_seconds": 60},
+    "idle_rollout": {"idle_seconds": 60},
     "relay": {
         "watchers": 10000,
         "processes": 3,
@@ -44,6 +46,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "bulk": {"count": 20, "versions": 12, "page": 5, "repeat": 3},
     "large": {"size_mb": 1, "pushes": 1},
     "idle": {"idle_seconds": 2},
+    "idle_rollout": {"idle_seconds": 2},
     "relay": {
         "watchers": 200,
         "processes": 2,
@@ -63,6 +66,7 @@ SECTIONS = {
     "bulk": bulk.run,
     "large": large.run,
     "idle": idle.run,
+    "idle_rollout": functools.partial(idle.run, rollout=True),
     "relay": relay.run,
     "startup": startup.run,
     "callbacks": callbacks.run,
