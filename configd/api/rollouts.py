@@ -10,15 +10,16 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from configd_core.layout import MAX_MESSAGE_CHARS
-from configd_core.records import RolloutCohort, RolloutFailure, RolloutPlan, RolloutRecord
+from configd_core.records import JSONInteger, JSONNumber, RolloutCohort, RolloutFailure, RolloutPlan, RolloutRecord
 
 from ..auth import Principal
 from ..services.rollouts import Rollouts, RolloutStatus
 from .deps import Authorize, ConfigName, Namespace, Reader, body_openapi, get_state, json_body
 from .errors import ERROR_RESPONSES
+from .models import VersionNumber
 
 router = APIRouter(prefix="/api/v1/configs", tags=["rollouts"])
 
@@ -31,15 +32,15 @@ class StartBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: dict[str, Any] | None = Field(default=None, description="the candidate document")
-    version: Annotated[int, Field(ge=1)] | None = Field(default=None, description="an existing version to roll out")
+    version: VersionNumber | None = Field(default=None, description="an existing version to roll out")
     cohort: RolloutCohort = Field(default_factory=RolloutCohort)
-    steps: list[Annotated[float, Field(ge=0, le=100)]] = Field(
+    steps: list[Annotated[JSONNumber, Field(ge=0, le=100)]] = Field(
         default_factory=lambda: [100.0], min_length=1, max_length=20, description="percentages, never shrinking"
     )
-    bake_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 300.0
-    auto: bool = Field(default=True, description="advance after each bake by itself (false: wait for promote)")
-    max_failures: Annotated[int, Field(ge=1)] | None = None
-    max_failure_ratio: Annotated[float, Field(gt=0, le=1)] | None = None
+    bake_seconds: Annotated[JSONNumber, Field(ge=0, le=7 * 86400)] = 300.0
+    auto: StrictBool = Field(default=True, description="advance after each bake by itself (false: wait for promote)")
+    max_failures: Annotated[JSONInteger, Field(ge=1)] | None = None
+    max_failure_ratio: Annotated[JSONNumber, Field(gt=0, le=1)] | None = None
     message: Message = ""
 
     @model_validator(mode="after")

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from configd_core.consul import TxnOp, op_cas, op_check_index, op_create, op_delete, op_set
-from configd_core.errors import NotFound, ValidationFailed
+from configd_core.errors import NotFound
 from configd_core.layout import KeyLayout
 from configd_core.records import (
     ClientRecord,
@@ -100,8 +100,8 @@ def start_rollout(
 ) -> RolloutStart:
     """The records that start rolling ``write`` (the version after ``head``, validated) out by ``plan``."""
     refuse_during_rollout(head, "another rollout")
-    if write.record.sha256 == head.sha256:
-        raise ValidationFailed(
+    if write.record.sha256 == head.sha256:  # a state of the config, not a fault of the document: 409
+        raise TransitionRefused(
             f"{head.namespace}/{head.name}: the candidate equals the head v{head.version}; nothing to roll out"
         )
     now = utcnow()

@@ -18,9 +18,9 @@ import gzip
 import itertools
 import json
 from collections.abc import Callable
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
 
 # Re-exported (``X as X``): the one definition is in documents, which needs no pydantic.
 from .documents import ENVELOPE_KEY as ENVELOPE_KEY
@@ -91,16 +91,29 @@ class RolloutFailure(_Record):
     at: str
 
 
+def _json_number(value: Any) -> Any:
+    # A JSON number: false must not mean 0, nor "3" mean 3 (a plan arrives in request bodies).
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+JSONNumber = Annotated[float, BeforeValidator(_json_number)]
+JSONInteger = Annotated[int, BeforeValidator(_json_number)]
+
+
 class RolloutPlan(_Record):
     """How a rollout goes: the cohort, the steps (percentages) each held for ``bake_seconds``, whether it advances
     by itself, and the failure threshold (neither given: the first instance that fails aborts it)."""
 
     cohort: RolloutCohort = Field(default_factory=RolloutCohort)
-    steps: list[float] = Field(default_factory=lambda: [100.0], min_length=1, max_length=20)
-    bake_seconds: float = Field(default=300.0, ge=0, le=7 * 86400)
-    auto: bool = True
-    max_failures: int | None = Field(default=None, ge=1)
-    max_failure_ratio: float | None = Field(default=None, gt=0, le=1)
+    steps: list[Annotated[JSONNumber, Field(ge=0, le=100)]] = Field(
+        default_factory=lambda: [100.0], min_length=1, max_length=20, description="percentages, never shrinking"
+    )
+    bake_seconds: JSONNumber = Field(default=300.0, ge=0, le=7 * 86400)
+    auto: StrictBool = True
+    max_failures: JSONInteger | None = Field(default=None, ge=1)
+    max_failure_ratio: JSONNumber | None = Field(default=None, gt=0, le=1)
 
     @field_validator("steps")
     @classmethod

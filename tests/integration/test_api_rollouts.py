@@ -141,11 +141,14 @@ def test_invalid_rollouts_change_nothing(server: ServerProcess, gateway: ConsulG
             {"data": CANDIDATE, "version": 1},  # both
             {"steps": [10]},  # neither
             {"data": {**GOOD, "timeout_ms": -5}},  # fails the schema
-            {"data": GOOD},  # equals the head
             {"data": CANDIDATE, "max_failure_ratio": 1.5},
+            {"data": CANDIDATE, "auto": 0},
+            {"data": CANDIDATE, "max_failures": "2"},
         ):
             answer = rejected(server, gateway, lambda body=body: http.post(_url(ns), json=body), 422)[0]
             assert answer.json()["detail"]
+        same = rejected(server, gateway, lambda: http.post(_url(ns), json={"data": GOOD}), 409)[0]
+        assert same.json()["error"] == "TransitionRefused" and "equals the head" in same.json()["detail"]
     with server.client("reader") as http:
         rejected(server, gateway, lambda: http.post(_url(ns), json={"data": CANDIDATE}), 403)
         assert http.get(_url(ns, "/current")).status_code == 404

@@ -225,4 +225,3 @@ def test_members_run_the_candidate_abort_brings_them_back_and_completion_takes_e
     canary.close()
     cached = canary.cache.read(NS, NAME) if canary.cache is not None else None
     assert cached is not None and cached.version == 2  # the completed head is cached
-

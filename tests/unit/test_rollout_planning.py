@@ -104,6 +104,10 @@ def test_plan_rules() -> None:
         RolloutPlan(steps=[101])
     with pytest.raises(ValidationError):
         RolloutPlan(steps=[])
+    with pytest.raises(ValidationError):
+        RolloutPlan.model_validate({"max_failures": "2"})
+    with pytest.raises(ValidationError):
+        RolloutPlan.model_validate({"auto": 0})
 
 
 def test_start_refuses_a_second_rollout_and_an_unchanged_candidate() -> None:
@@ -114,7 +118,7 @@ def test_start_refuses_a_second_rollout_and_an_unchanged_candidate() -> None:
     same = config_write(
         "ns", "svc", H, canonical_json(H), document_sha256(H), head=_head(), schema_version=1, actor="e", message=""
     )
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(TransitionRefused):  # equal to the head: a state of the config (409), not a bad document
         start_rollout(same, _head(), RolloutPlan(), LAYOUT, actor="e", message="")
 
 
