@@ -120,4 +120,6 @@ def test_matching_releases_the_gil() -> None:
     during = [t for t in ticks if started < t < ended]
     gaps = [b - a for a, b in zip([started, *during], [*during, ended], strict=True)]
     assert during, "the other thread never ran during the match"
-    assert max(gaps) < 0.08, max(gaps)
+    # Held for the whole match, the GIL would leave one gap as long as the match; the ticker's own scheduling on a
+    # loaded machine can leave gaps of tens of ms, so the bound is relative to the match, not absolute.
+    assert max(gaps) < 0.8 * (ended - started), (max(gaps), ended - started)
