@@ -111,7 +111,6 @@ def push_config(
 ) -> WriteResult:
     """Validate against the current schema and make it the head: 201, or 200 when identical to the head.
     ``expected_version`` makes it conditional (409 when the head is elsewhere; 0 = must not exist yet)."""
-    emergency = state.change_requests.direct_write(principal, ns)  # ReviewRequired (403) in a reviewed namespace
     result = state.store.push(
         ns,
         name,
@@ -119,7 +118,7 @@ def push_config(
         actor=principal.name,
         message=body.message,
         expected_version=body.expected_version,
-        audit_action=emergency,
+        guard=state.change_requests.write_guard(principal, ns),  # ReviewRequired (403) in a reviewed namespace
     )
     state.metrics.write("push", result.status)
     _written(response, result.status)
@@ -220,9 +219,14 @@ def rollback_config(
     ns: Namespace, name: ConfigName, principal: RollbackEditor, body: RollbackDoc, state: State, response: Response
 ) -> WriteResult:
     """A new version with the content of ``to_version``, validated against the current schema."""
-    state.change_requests.direct_write(principal, ns)  # ReviewRequired (403) for a non-admin in a reviewed namespace
     result = state.store.rollback(
-        ns, name, body.to_version, actor=principal.name, message=body.message, expected_version=body.expected_version
+        ns,
+        name,
+        body.to_version,
+        actor=principal.name,
+        message=body.message,
+        expected_version=body.expected_version,
+        guard=state.change_requests.write_guard(principal, ns),  # ReviewRequired (403) for a non-admin there
     )
     state.metrics.write("rollback", result.status)
     _written(response, result.status)

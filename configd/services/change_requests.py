@@ -10,6 +10,8 @@ everyone (``publish_target: "everyone"``); rollouts (issue 13) will branch there
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,7 @@ from configd_core.records import ChangeRequestRecord, HeadRecord, PolicyRecord, 
 from configd_core.secrets import masked_pair
 
 from ..auth import Principal
-from ..errors import TransitionRefused
+from ..errors import ReviewRequired, TransitionRefused
 from ..planning import change_requests as plan
 from ..planning.audit import audit_op
 from ..planning.writes import checked_config
@@ -49,6 +51,10 @@ class Review:
     moved_unified: str
 
 
+#: Decides a direct write's audit action and the guard of its transaction; ``fresh``: read the policy again.
+WriteGuard = Callable[[bool], tuple[str | None, tuple[TxnOp, ...]]]
+
+
 class ChangeRequests:
     """Namespace review policies and the change requests they turn pushes into."""
 
@@ -57,11 +63,23 @@ class ChangeRequests:
         self._store = store
         self._rollouts = rollouts
         self.layout: KeyLayout = store.layout
+        # Policies as last read (record, ModifyIndex; 0 = none). A push decided from one checks that index in its
+        # transaction (:meth:`write_guard`), so a stale entry costs a retry, never an unreviewed write.
+        self._known: dict[str, tuple[PolicyRecord | None, int]] = {}
+        self._lock = threading.Lock()
 
     # --- policies ------------------------------------------------------------------------------------------
-    def _policy(self, namespace: str) -> tuple[PolicyRecord | None, int]:
+    def _policy(self, namespace: str, *, fresh: bool = True) -> tuple[PolicyRecord | None, int]:
+        if not fresh:
+            with self._lock:
+                known = self._known.get(namespace)
+            if known is not None:
+                return known
         entry = self._gateway.get(self.layout.policy(validate_name(namespace, "namespace")))
-        return (PolicyRecord.from_bytes(entry.value), entry.modify_index) if entry else (None, 0)
+        found = (PolicyRecord.from_bytes(entry.value), entry.modify_index) if entry else (None, 0)
+        with self._lock:
+            self._known[namespace] = found
+        return found
 
     def policy(self, namespace: str) -> PolicyRecord | None:
         """The namespace's review policy, or None (no review: pushes publish directly)."""
@@ -77,6 +95,8 @@ class ChangeRequests:
             op_cas(self.layout.policy(namespace), record.to_bytes(), index),
             audit_op(self.layout, plan.policy_audit(record, previous)),
         ]
+        with self._lock:
+            self._known.pop(namespace, None)
         self._commit(ops, f"the policy of {namespace}")
         return record
 
@@ -84,6 +104,29 @@ class ChangeRequests:
         """The audit action of a plain push/rollback/import by ``principal``: None (a normal write), or
         ``push.emergency`` (an admin in a reviewed namespace). ReviewRequired (403) for anyone else there."""
         return "push.emergency" if plan.direct_write(self.policy(namespace), principal, namespace) else None
+
+    def write_guard(self, principal: Principal, namespace: str) -> WriteGuard:
+        """What a direct push or rollback by ``principal`` may do, decided per attempt (``ConfigStore.push``): its
+        audit action (as :meth:`direct_write`) and a check-index on the policy it was decided from.
+
+        The first attempt decides from the policy this process last read — no round trip; a refusal, or any
+        failed attempt, decides again from a fresh read. The push transaction checks the policy's index, so a
+        policy changed on another replica meanwhile fails that attempt instead of letting it through."""
+        key = self.layout.policy(namespace)
+
+        def decide(fresh: bool) -> tuple[str | None, tuple[TxnOp, ...]]:
+            policy, index = self._policy(namespace, fresh=fresh)
+            try:
+                emergency = plan.direct_write(policy, principal, namespace)
+            except ReviewRequired:
+                if fresh:
+                    raise
+                policy, index = self._policy(namespace, fresh=True)
+                emergency = plan.direct_write(policy, principal, namespace)
+            guard = op_check_index(key, index) if index else op_check_not_exists(key)
+            return ("push.emergency" if emergency else None), (guard,)
+
+        return decide
 
     # --- reads ---------------------------------------------------------------------------------------------
     def _read(self, request_id: int) -> tuple[ChangeRequestRecord, int]:

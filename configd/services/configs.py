@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,6 +115,14 @@ class _PushRequest:
     rollback_of: int | None
     audit_action: str | None = None
     also: tuple[TxnOp, ...] = ()
+    guard: Callable[[bool], tuple[str | None, tuple[TxnOp, ...]]] | None = None
+
+    def decided(self, fresh: bool) -> tuple[str | None, tuple[TxnOp, ...]]:
+        """The audit action and the extra operations of one attempt (``guard`` decides them per attempt)."""
+        if self.guard is None:
+            return self.audit_action, self.also
+        action, guards = self.guard(fresh)
+        return action, (*guards, *self.also)
 
 
 class ConfigStore:
@@ -354,11 +363,14 @@ class ConfigStore:
         rollback_of: int | None = None,
         audit_action: str | None = None,
         also: tuple[TxnOp, ...] = (),
+        guard: Callable[[bool], tuple[str | None, tuple[TxnOp, ...]]] | None = None,
     ) -> PushResult:
         """Validate ``data`` and make it the new head in one CAS-guarded transaction.
 
         ``audit_action`` names the audit entry's action (``push.emergency``); ``also`` are operations committed in
-        the same transaction (a change request's move to ``published`` and its audit entry).
+        the same transaction (a change request's move to ``published`` and its audit entry). ``guard(fresh)``
+        decides both per attempt instead (a direct write under a review policy: ``ChangeRequests.write_guard``;
+        ``fresh`` is False only on an attempt made from what this process already knows).
 
         ``expected_version`` (0 = the config must not exist) makes the push conditional like an ETag: if the
         head is elsewhere, VersionConflict. Without it, a lost race is re-read and retried a few times.
@@ -368,7 +380,9 @@ class ConfigStore:
         validate_name(name, "name")
         checked_message(message)
         checked_author(actor)
-        request = _PushRequest(namespace, name, data, actor, message, expected_version, rollback_of, audit_action, also)
+        request = _PushRequest(
+            namespace, name, data, actor, message, expected_version, rollback_of, audit_action, also, guard
+        )
         attempts = 1 if expected_version is not None else PUSH_ATTEMPTS
         for attempt in range(attempts):
             try:
@@ -410,6 +424,7 @@ class ConfigStore:
                 actual=live_version,
             )
         refuse_during_rollout(head, "a push")
+        action, also = request.decided(fresh)
         sealed = self._sealed(namespace, name, data, current.schema, head)
         assert current.schema is not None
         schema_head = current.schema
@@ -427,7 +442,7 @@ class ConfigStore:
             actor=request.actor,
             message=request.message,
             rollback_of=request.rollback_of,
-            action=request.audit_action,
+            action=action,
         )
         projection = self.projections.plan(namespace, name, data, schema_head, fresh=fresh)
         extra, deferred = projection.inline(push_transaction(self.layout, write, current))
@@ -436,7 +451,7 @@ class ConfigStore:
         for key, chunk in write.chunk_puts(self.layout):
             self._gateway.put(key, chunk)
         try:
-            ops = [*push_transaction(self.layout, write, current, extra), *request.also]
+            ops = [*push_transaction(self.layout, write, current, extra), *also]
             results = self._commit(ops, f"{namespace}/{name}")
         except VersionConflict as exc:
             if not fresh:
@@ -466,6 +481,7 @@ class ConfigStore:
         actor: str,
         message: str = "",
         expected_version: int | None = None,
+        guard: Callable[[bool], tuple[str | None, tuple[TxnOp, ...]]] | None = None,
     ) -> PushResult:
         """A new version whose content equals ``to_version`` (history is never rewritten).
 
@@ -481,6 +497,7 @@ class ConfigStore:
             message=message or f"rollback to v{record.version}",
             expected_version=expected_version,
             rollback_of=record.version,
+            guard=guard,
         )
 
     def delete(self, namespace: str, name: str, *, actor: str, message: str = "") -> PushResult:

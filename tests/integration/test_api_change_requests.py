@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from configd_core.consul import ConsulGateway
-from configd_core.records import ChangeRequestRecord
+from configd_core.records import ChangeRequestRecord, PolicyRecord, utcnow
 from tests.api_support import GOOD, rejected, setup_config
 from tests.conftest import ServerProcess, kv_tree
 
@@ -234,3 +234,22 @@ def test_publish_revalidates_against_the_current_schema(
     assert answer.json()["errors"][0]["path"] == "/currency" and entry.action == "change-request.publish"
     with server.client("editor") as http:
         assert http.get(f"{CR}/{cr['id']}").json()["state"] == "approved"  # still approved: fix the schema, or withdraw
+
+
+def test_a_policy_changed_by_another_replica_is_enforced_at_once(
+    server: ServerProcess, gateway: ConsulGateway, unique_ns: str
+) -> None:
+    """The server decides a push from the policy it last read and checks that policy's index in the push's own
+    transaction: a policy written elsewhere (here straight into Consul, as another replica would) takes effect on
+    the very next push, in both directions."""
+    ns = unique_ns
+    setup_config(server, ns)
+    with server.client("editor") as http:
+        assert http.put(f"/api/v1/configs/{ns}/service", json={"data": {**GOOD, "retries": 1}}).status_code == 201
+        record = PolicyRecord(namespace=ns, approvals_required=1, updated_by="elsewhere", updated_at=utcnow())
+        gateway.put(server.layout.policy(ns), record.to_bytes())
+        refused = http.put(f"/api/v1/configs/{ns}/service", json={"data": {**GOOD, "retries": 2}})
+        assert refused.status_code == 403 and refused.json()["error"] == "ReviewRequired"
+        gateway.delete(server.layout.policy(ns))
+        again = http.put(f"/api/v1/configs/{ns}/service", json={"data": {**GOOD, "retries": 2}})
+        assert again.status_code == 201, again.text
