@@ -146,8 +146,8 @@ def run_raw(args: argparse.Namespace) -> None:
             return index
         value = entry.value.decode()
         if args.chunks:
-            _, chunks = gateway.list(args.chunks)
-            blob = b"".join(c.value for c in sorted(chunks, key=lambda c: c.key))
+            # The quickest read raw Consul offers: the chunk names, then each value with ?raw (no JSON, no base64).
+            blob = b"".join(gateway.get_values(gateway.keys(args.chunks)))
             json.loads(gzip.decompress(blob))
         say(f"EVT {args.key} {value} {time.time():.6f}")
         return index

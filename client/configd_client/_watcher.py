@@ -25,7 +25,7 @@ from configd_core.blocking import DEFAULT_WAIT_SECONDS, Backoff, RateLimiter, ji
 from configd_core.consul import ConsulGateway, KVEntry
 from configd_core.errors import ConfigdError, ConsulPermissionDenied, ConsulUnavailable, InvalidConfig, NotFound
 from configd_core.layout import KeyLayout
-from configd_core.records import HeadRecord, RolloutRecord, VersionRecord, decode_data
+from configd_core.records import HeadRecord, RolloutRecord, VersionRecord, decode_data_and_bytes
 
 from ._events import Document
 from ._live import LiveSettings
@@ -111,13 +111,12 @@ def decoded_document(gateway: ConsulGateway, layout: KeyLayout, record: VersionR
     """A version record's document, decoded (blob chunks read if need be) and checked against its sha256."""
 
     def chunks(rec: VersionRecord) -> list[bytes]:
-        _, parts = gateway.list(layout.blob_prefix(rec.namespace, rec.name, rec.sha256))
-        return [e.value for e in sorted(parts, key=lambda e: e.key)]
+        return gateway.get_values(layout.blob_chunks(rec.namespace, rec.name, rec.sha256, rec.chunks))
 
-    data = decode_data(record, chunks)
+    data, canonical = decode_data_and_bytes(record, chunks)
     if not isinstance(data, dict):
         raise InvalidConfig(f"{record.namespace}/{record.name} v{record.version} is not a JSON object")
-    return Document(record.namespace, record.name, record.version, record.sha256, data, "consul")
+    return Document(record.namespace, record.name, record.version, record.sha256, data, "consul", canonical=canonical)
 
 
 def fetch_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -> Document:
@@ -134,14 +133,22 @@ def load_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -
 
 def candidate_document(gateway: ConsulGateway, layout: KeyLayout, rollout: RolloutRecord) -> Document:
     """A rollout's candidate: from the rollout record when it carries it, else read from its version record."""
-    data = rollout.candidate_inline()
+    data, canonical = rollout.candidate_inline(), None
     if data is None:
         record = fetch_version(
             gateway, layout, rollout.namespace, rollout.name, rollout.candidate_version, rollout.candidate_sha256
         )
-        data = decoded_document(gateway, layout, record).data
+        decoded = decoded_document(gateway, layout, record)
+        data, canonical = decoded.data, decoded.canonical
     return Document(
-        rollout.namespace, rollout.name, rollout.candidate_version, rollout.candidate_sha256, data, "consul", rollout.id
+        rollout.namespace,
+        rollout.name,
+        rollout.candidate_version,
+        rollout.candidate_sha256,
+        data,
+        "consul",
+        rollout.id,
+        canonical=canonical,
     )
 
 
