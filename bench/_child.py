@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import sys
@@ -113,11 +114,15 @@ def run_configd(args: argparse.Namespace) -> None:
 
 def run_raw(args: argparse.Namespace) -> None:
     """One blocking query on one key through the same Consul client the SDK uses (``ConsulGateway``: py-consul
-    on urllib3), doing nothing after a wake but decode the value (and, with ``--chunks``, read and parse them)."""
+    on urllib3), doing nothing after a wake but decode the value (and, with ``--chunks``, read and parse them).
+
+    A marker ``seq:sha256:chunks`` (the large-config floor, ``bench._floor_app``) is handled as the least any SDK
+    must do: read the chunks, gunzip, check the sha256, parse, and build the ``--model`` settings object."""
     from configd_core.blocking import next_wait_index
     from configd_core.consul import ConsulGateway
 
     say("BASE " + json.dumps(stats()))
+    model = _model(args.model) if args.chunks else None  # pydantic only where a floor may need it
     gateway = ConsulGateway(args.consul, timeout=70)
     ready = threading.Event()
 
@@ -145,7 +150,15 @@ def run_raw(args: argparse.Namespace) -> None:
         if not changed or entry is None:
             return index
         value = entry.value.decode()
-        if args.chunks:
+        if args.chunks and ":" in value:
+            # The large-config floor's SDK side: what any client must do with the document the floor stored.
+            value, sha, count = value.split(":")
+            blob = gzip.decompress(b"".join(gateway.get_values([f"{args.chunks}{i:04d}" for i in range(int(count))])))
+            if hashlib.sha256(blob).hexdigest() != sha:
+                raise ValueError("the floor's document does not match its sha256")
+            assert model is not None
+            model(**json.loads(blob))
+        elif args.chunks:
             # The quickest read raw Consul offers: the chunk names, then each value with ?raw (no JSON, no base64).
             blob = b"".join(gateway.get_values(gateway.keys(args.chunks)))
             json.loads(gzip.decompress(blob))

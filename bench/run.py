@@ -23,7 +23,7 @@ FULL: dict[str, dict[str, Any]] = {
     # As a server is deployed: one worker process per core (configd is stateless; the store is CAS-guarded).
     "throughput": {"concurrencies": [1, 16], "seconds": 8, "workers": os.cpu_count() or 1},
     "bulk": {"count": 10000, "versions": 1000, "page": 50, "repeat": 40},
-    "large": {"size_mb": 4, "pushes": 5},
+    "large": {"size_mb": [4, 8], "pushes": 5},
     "idle": {"idle_seconds": 60},
     "relay": {
         "watchers": 10000,
@@ -40,7 +40,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "propagation": {"counts": [1, 2], "pushes": 3},
     "throughput": {"concurrencies": [1, 2], "seconds": 1, "workers": 2},
     "bulk": {"count": 20, "versions": 12, "page": 5, "repeat": 3},
-    "large": {"size_mb": 1, "pushes": 1},
+    "large": {"size_mb": [1], "pushes": 1},
     "idle": {"idle_seconds": 2},
     "relay": {
         "watchers": 200,
