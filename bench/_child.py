@@ -120,6 +120,7 @@ def run_raw(args: argparse.Namespace) -> None:
     must do: read the chunks, gunzip, check the sha256, parse, and build the ``--model`` settings object."""
     from configd_core.blocking import next_wait_index
     from configd_core.consul import ConsulGateway
+    from configd_core.gc_pause import paused_gc
 
     say("BASE " + json.dumps(stats()))
     model = _model(args.model) if args.chunks else None  # pydantic only where a floor may need it
@@ -151,17 +152,23 @@ def run_raw(args: argparse.Namespace) -> None:
             return index
         value = entry.value.decode()
         if args.chunks and ":" in value:
-            # The large-config floor's SDK side: what any client must do with the document the floor stored.
+            # The large-config floor's SDK side: what any client must do with the document the floor stored
+            # (with the garbage collector paused, as configd's client does: a trick any client can use).
             value, sha, count = value.split(":")
-            blob = gzip.decompress(b"".join(gateway.get_values([f"{args.chunks}{i:04d}" for i in range(int(count))])))
-            if hashlib.sha256(blob).hexdigest() != sha:
+            blob = b"".join(gateway.get_values([f"{args.chunks}{i:04d}" for i in range(int(count))]))
+            document = gzip.decompress(blob)
+            if hashlib.sha256(document).hexdigest() != sha:
                 raise ValueError("the floor's document does not match its sha256")
             assert model is not None
-            model(**json.loads(blob))
+            with paused_gc(len(document)):
+                model(**json.loads(document))
         elif args.chunks:
-            # The quickest read raw Consul offers: the chunk names, then each value with ?raw (no JSON, no base64).
+            # The quickest read raw Consul offers: the chunk names, then each value with ?raw (no JSON, no base64);
+            # parsed with the garbage collector paused, like configd's client and the floor.
             blob = b"".join(gateway.get_values(gateway.keys(args.chunks)))
-            json.loads(gzip.decompress(blob))
+            document = gzip.decompress(blob)
+            with paused_gc(len(document)):
+                json.loads(document)
         say(f"EVT {args.key} {value} {time.time():.6f}")
         return index
 

@@ -24,6 +24,7 @@ from typing import Any
 from configd_core.blocking import DEFAULT_WAIT_SECONDS, Backoff, RateLimiter, jittered_wait, next_wait_index
 from configd_core.consul import ConsulGateway, KVEntry
 from configd_core.errors import ConfigdError, ConsulPermissionDenied, ConsulUnavailable, InvalidConfig, NotFound
+from configd_core.gc_pause import paused_gc
 from configd_core.layout import KeyLayout
 from configd_core.records import HeadRecord, RolloutRecord, VersionRecord, decode_data_and_bytes
 
@@ -317,19 +318,21 @@ class NamespaceWatcher:
                     live.report_error(NotFound(f"{self.namespace}/{name} was deleted; keeping v{live.version}"))
                 self._offered[name] = key
                 continue
-            try:
-                document = document_to_run(self._reader, self.layout, head, self.participant)
-            except (ConsulUnavailable, ConsulPermissionDenied) as exc:
-                self._set_reachable(False, exc)
-                complete = False
-                continue
-            except ConfigdError as exc:
+            # A large document's decode and settings build run with the garbage collector paused (gc_pause).
+            with paused_gc(head.size):
+                try:
+                    document = document_to_run(self._reader, self.layout, head, self.participant)
+                except (ConsulUnavailable, ConsulPermissionDenied) as exc:
+                    self._set_reachable(False, exc)
+                    complete = False
+                    continue
+                except ConfigdError as exc:
+                    for live in lives:
+                        live.report_error(exc)
+                    self._offered[name] = key
+                    continue
                 for live in lives:
-                    live.report_error(exc)
-                self._offered[name] = key
-                continue
-            for live in lives:
-                live.offer(document)
+                    live.offer(document)
             self._offered[name] = key
         return complete
 
