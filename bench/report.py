@@ -189,6 +189,9 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             "stores the canonical JSON. configd, raw and both floors alternate. "
             f"{g['pushes']} pushes per size.\n"
         )
+        if "measured" in g:  # this section was run again on its own (python -m bench.run --only large --merge)
+            m = g["measured"]
+            add(f"Measured apart from the other sections: {m['started_at']}, commit `{m['commit']}`, {_load(m)}.\n")
         add(
             "| size (canonical; gzip, chunks) | configd push → callback p50 / max (ms) | of which the push HTTP call "
             "p50 (ms) | raw p50 / max (ms) | configd ÷ raw (p50) | target ≤ 3 × raw | floor p50 (ms) | floor ÷ raw | "
