@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import sys
@@ -127,11 +128,16 @@ def run_configd(args: argparse.Namespace) -> None:
 
 def run_raw(args: argparse.Namespace) -> None:
     """One blocking query on one key through the same Consul client the SDK uses (``ConsulGateway``: py-consul
-    on urllib3), doing nothing after a wake but decode the value (and, with ``--chunks``, read and parse them)."""
+    on urllib3), doing nothing after a wake but decode the value (and, with ``--chunks``, read and parse them).
+
+    A marker ``seq:sha256:chunks`` (the large-config floor, ``bench._floor_app``) is handled as the least any SDK
+    must do: read the chunks, gunzip, check the sha256, parse, and build the ``--model`` settings object."""
     from configd_core.blocking import next_wait_index
     from configd_core.consul import ConsulGateway
+    from configd_core.gc_pause import paused_gc
 
     say("BASE " + json.dumps(stats()))
+    model = _model(args.model) if args.chunks else None  # pydantic only where a floor may need it
     gateway = ConsulGateway(args.consul, timeout=70)
     ready = threading.Event()
 
@@ -159,10 +165,24 @@ def run_raw(args: argparse.Namespace) -> None:
         if not changed or entry is None:
             return index
         value = entry.value.decode()
-        if args.chunks:
-            _, chunks = gateway.list(args.chunks)
-            blob = b"".join(c.value for c in sorted(chunks, key=lambda c: c.key))
-            json.loads(gzip.decompress(blob))
+        if args.chunks and ":" in value:
+            # The large-config floor's SDK side: what any client must do with the document the floor stored
+            # (with the garbage collector paused, as configd's client does: a trick any client can use).
+            value, sha, count = value.split(":")
+            blob = b"".join(gateway.get_values([f"{args.chunks}{i:04d}" for i in range(int(count))]))
+            document = gzip.decompress(blob)
+            if hashlib.sha256(document).hexdigest() != sha:
+                raise ValueError("the floor's document does not match its sha256")
+            assert model is not None
+            with paused_gc(len(document)):
+                model(**json.loads(document))
+        elif args.chunks:
+            # The quickest read raw Consul offers: the chunk names, then each value with ?raw (no JSON, no base64);
+            # parsed with the garbage collector paused, like configd's client and the floor.
+            blob = b"".join(gateway.get_values(gateway.keys(args.chunks)))
+            document = gzip.decompress(blob)
+            with paused_gc(len(document)):
+                json.loads(document)
         say(f"EVT {args.key} {value} {time.time():.6f}")
         return index
 

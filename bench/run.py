@@ -24,7 +24,7 @@ FULL: dict[str, dict[str, Any]] = {
     # As a server is deployed: one worker process per core (configd is stateless; the store is CAS-guarded).
     "throughput": {"concurrencies": [1, 16], "seconds": 8, "workers": os.cpu_count() or 1},
     "bulk": {"count": 10000, "versions": 1000, "page": 50, "repeat": 40},
-    "large": {"size_mb": 4, "pushes": 5},
+    "large": {"size_mb": [4, 8], "pushes": 5},
     "idle": {"idle_seconds": 60},
     "idle_rollout": {"idle_seconds": 60},
     "relay": {
@@ -44,7 +44,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "propagation": {"counts": [1, 2], "pushes": 3},
     "throughput": {"concurrencies": [1, 2], "seconds": 1, "workers": 2},
     "bulk": {"count": 20, "versions": 12, "page": 5, "repeat": 3},
-    "large": {"size_mb": 1, "pushes": 1},
+    "large": {"size_mb": [1], "pushes": 1},
     "idle": {"idle_seconds": 2},
     "idle_rollout": {"idle_seconds": 2},
     "relay": {
@@ -85,6 +85,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks.png")
+    parser.add_argument(
+        "--merge", action="store_true", help="replace only the sections run in the existing --out file, then re-render"
+    )
     args = parser.parse_args()
     params = QUICK if args.quick else FULL
     results: dict[str, Any] = {
@@ -107,11 +110,17 @@ def main() -> None:
             results[section]["elapsed_s"] = round(time.monotonic() - started, 1)
             results[section]["load_after"] = machine_load()
     results["meta"]["load_after"] = machine_load()
-    results["meta"]["elapsed_s"] = round(time.monotonic() - t0, 1)
+    results["meta"]["elapsed_s"] = elapsed = round(time.monotonic() - t0, 1)
+    if args.merge and args.out.exists():
+        merged = json.loads(args.out.read_text())
+        for section in args.only.split(","):
+            run_meta = {k: results["meta"][k] for k in ("started_at", "commit", "load_before", "load_after")}
+            merged[section] = {**results[section], "measured": run_meta}
+        results = merged
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     report.write(results, args.doc, args.plot, results_path=os.path.relpath(args.out, args.doc.parent))
-    print(f"wrote {args.out}, {args.doc}, {args.plot} in {results['meta']['elapsed_s']} s", flush=True)
+    print(f"wrote {args.out}, {args.doc}, {args.plot} in {elapsed} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,6 @@ class _LoopSubscription(Generic[T]):
             while (item := self._held.take()) is not None:
                 loop.call_soon_threadsafe(self._post, item)
 
-
     def _post(self, item: T) -> None:
         if self._closed or self._loop is None:
             return

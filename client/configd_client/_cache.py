@@ -44,6 +44,23 @@ def default_cache_dir() -> Path:
     return Path(base) / "configd"
 
 
+def _file_body(document: Document) -> bytes:
+    """A cache file: the document's fields and its data, as JSON. The data's canonical bytes are written as they
+    are when the source kept them (a large version: serialising megabytes again would cost more than the rest of
+    the write); otherwise the data is serialised here."""
+    fields = {
+        "format": CACHE_FORMAT,
+        "namespace": document.namespace,
+        "name": document.name,
+        "version": document.version,
+        "sha256": document.sha256,
+    }
+    if document.canonical is None:
+        return json.dumps({**fields, "data": document.data}, sort_keys=True, indent=1).encode()
+    head = json.dumps(fields, sort_keys=True, indent=1).encode()
+    return head[:-2] + b',\n "data": ' + document.canonical + b"\n}"
+
+
 class LastKnownGoodCache:
     """Reads and writes cached versions under ``root/prefix``. Failures to write are the caller's to log."""
 
@@ -56,18 +73,10 @@ class LastKnownGoodCache:
     def write(self, document: Document) -> Path:
         target = self.path(document.namespace, document.name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        body = {
-            "format": CACHE_FORMAT,
-            "namespace": document.namespace,
-            "name": document.name,
-            "version": document.version,
-            "sha256": document.sha256,
-            "data": document.data,
-        }
         fd, tmp = tempfile.mkstemp(prefix=f".{document.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(json.dumps(body, sort_keys=True, indent=1).encode())
+                out.write(_file_body(document))
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, target)

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic_settings import BaseSettings
@@ -29,6 +29,10 @@ class Document:
     origin: Origin
     #: The rollout id when this document is a rollout's candidate (offered to the rollout's members only).
     rollout: str | None = None
+    #: The canonical JSON of ``data`` when the source read exactly those bytes and checked them against
+    #: ``sha256`` (a large version from Consul), else None: the secret-marker check and the cache use it
+    #: instead of serialising ``data`` again.
+    canonical: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def ref(self) -> str:
@@ -43,6 +47,10 @@ class ChangeEvent(Generic[S]):
     objects (``model_dump(mode="json")``, so env overrides and defaults are taken into account). When a
     burst of versions is coalesced, ``old``/``old_version`` are what this callback saw last and
     ``changes`` spans every skipped version.
+
+    ``changes`` is computed on first access (on the thread of the callback that asks): dumping and diffing two
+    settings objects is most of the work of applying a large document, and a callback that does not look at
+    it does not pay for it. Both objects are never mutated, so the answer is the same whenever it is asked.
     """
 
     ref: str
@@ -50,9 +58,18 @@ class ChangeEvent(Generic[S]):
     new: S
     old_version: int
     version: int
-    changes: list[tuple[str, Any, Any]]
+    _changes: list[tuple[str, Any, Any]] | None = field(default=None, repr=False, compare=False)
     #: The rollout id when ``new`` was built from a rollout's candidate, else None.
     rollout: str | None = None
+
+    @property
+    def changes(self) -> list[tuple[str, Any, Any]]:
+        found = self._changes
+        if found is None:
+            # Two callbacks asking at once may both compute it: the same list, and one reference rebound.
+            found = settings_changes(self.old, self.new)
+            object.__setattr__(self, "_changes", found)
+        return found
 
     @property
     def changed_paths(self) -> list[str]:
@@ -65,14 +82,13 @@ def settings_changes(old: BaseSettings, new: BaseSettings) -> list[tuple[str, An
 
 
 def merge_events(first: ChangeEvent[S], second: ChangeEvent[S]) -> ChangeEvent[S]:
-    """Coalesce two pending events of one callback into one spanning both."""
+    """Coalesce two pending events of one callback into one spanning both (its changes computed when asked)."""
     return ChangeEvent(
         ref=second.ref,
         old=first.old,
         new=second.new,
         old_version=first.old_version,
         version=second.version,
-        changes=settings_changes(first.old, second.new),
         rollout=second.rollout,
     )
 

@@ -13,7 +13,7 @@ from configd_core.errors import ConfigdError, ValidationFailed
 from configd_core.records import FailureKind
 
 from ._dispatch import Dispatcher
-from ._events import Applied, ChangeEvent, Document, merge_events, plan_apply, settings_changes
+from ._events import Applied, ChangeEvent, Document, merge_events, plan_apply
 from ._secrets import opened_data
 from ._source import SettingsFactory
 
@@ -201,7 +201,6 @@ class LiveSettings(Generic[S]):
                         new=new,
                         old_version=old.applied.version,
                         version=document.version,
-                        changes=settings_changes(old.settings, new),
                         rollout=document.rollout,
                     )
                 )

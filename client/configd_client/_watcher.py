@@ -24,8 +24,9 @@ from typing import Any
 from configd_core.blocking import DEFAULT_WAIT_SECONDS, Backoff, RateLimiter, jittered_wait, next_wait_index
 from configd_core.consul import ConsulGateway, KVEntry
 from configd_core.errors import ConfigdError, ConsulPermissionDenied, ConsulUnavailable, InvalidConfig, NotFound
+from configd_core.gc_pause import paused_gc
 from configd_core.layout import KeyLayout
-from configd_core.records import HeadRecord, RolloutRecord, VersionRecord, decode_data
+from configd_core.records import HeadRecord, RolloutRecord, VersionRecord, decode_data_and_bytes
 
 from ._events import Document
 from ._live import LiveSettings
@@ -111,13 +112,12 @@ def decoded_document(gateway: ConsulGateway, layout: KeyLayout, record: VersionR
     """A version record's document, decoded (blob chunks read if need be) and checked against its sha256."""
 
     def chunks(rec: VersionRecord) -> list[bytes]:
-        _, parts = gateway.list(layout.blob_prefix(rec.namespace, rec.name, rec.sha256))
-        return [e.value for e in sorted(parts, key=lambda e: e.key)]
+        return gateway.get_values(layout.blob_chunks(rec.namespace, rec.name, rec.sha256, rec.chunks))
 
-    data = decode_data(record, chunks)
+    data, canonical = decode_data_and_bytes(record, chunks)
     if not isinstance(data, dict):
         raise InvalidConfig(f"{record.namespace}/{record.name} v{record.version} is not a JSON object")
-    return Document(record.namespace, record.name, record.version, record.sha256, data, "consul")
+    return Document(record.namespace, record.name, record.version, record.sha256, data, "consul", canonical=canonical)
 
 
 def fetch_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -> Document:
@@ -134,14 +134,22 @@ def load_document(gateway: ConsulGateway, layout: KeyLayout, head: HeadRecord) -
 
 def candidate_document(gateway: ConsulGateway, layout: KeyLayout, rollout: RolloutRecord) -> Document:
     """A rollout's candidate: from the rollout record when it carries it, else read from its version record."""
-    data = rollout.candidate_inline()
+    data, canonical = rollout.candidate_inline(), None
     if data is None:
         record = fetch_version(
             gateway, layout, rollout.namespace, rollout.name, rollout.candidate_version, rollout.candidate_sha256
         )
-        data = decoded_document(gateway, layout, record).data
+        decoded = decoded_document(gateway, layout, record)
+        data, canonical = decoded.data, decoded.canonical
     return Document(
-        rollout.namespace, rollout.name, rollout.candidate_version, rollout.candidate_sha256, data, "consul", rollout.id
+        rollout.namespace,
+        rollout.name,
+        rollout.candidate_version,
+        rollout.candidate_sha256,
+        data,
+        "consul",
+        rollout.id,
+        canonical=canonical,
     )
 
 
@@ -310,19 +318,21 @@ class NamespaceWatcher:
                     live.report_error(NotFound(f"{self.namespace}/{name} was deleted; keeping v{live.version}"))
                 self._offered[name] = key
                 continue
-            try:
-                document = document_to_run(self._reader, self.layout, head, self.participant)
-            except (ConsulUnavailable, ConsulPermissionDenied) as exc:
-                self._set_reachable(False, exc)
-                complete = False
-                continue
-            except ConfigdError as exc:
+            # A large document's decode and settings build run with the garbage collector paused (gc_pause).
+            with paused_gc(head.size):
+                try:
+                    document = document_to_run(self._reader, self.layout, head, self.participant)
+                except (ConsulUnavailable, ConsulPermissionDenied) as exc:
+                    self._set_reachable(False, exc)
+                    complete = False
+                    continue
+                except ConfigdError as exc:
+                    for live in lives:
+                        live.report_error(exc)
+                    self._offered[name] = key
+                    continue
                 for live in lives:
-                    live.report_error(exc)
-                self._offered[name] = key
-                continue
-            for live in lives:
-                live.offer(document)
+                    live.offer(document)
             self._offered[name] = key
         return complete
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from configd_core.diff import json_pointer
 from configd_core.errors import ErrorDetail, InvalidConfig, InvalidName, ValidationFailed
+from configd_core.gc_pause import paused_gc
 from configd_core.layout import (
     MAX_CONFIG_BYTES,
     MAX_JSON_DEPTH,
@@ -237,13 +238,14 @@ async def read_json_body(request: Request, envelope_depth: int | None) -> Any:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the request body is not UTF-8: {exc}") from exc
     try:
-        value = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            parse_int=_bounded_int,
-            object_pairs_hook=_unique_keys,
-        )
+        with paused_gc(len(raw)):
+            value = json.loads(
+                text,
+                parse_constant=_reject_constant,
+                parse_float=_finite_float,
+                parse_int=_bounded_int,
+                object_pairs_hook=_unique_keys,
+            )
     except RecursionError as exc:
         raise InvalidConfig(f"the request body is nested far deeper than {MAX_JSON_DEPTH} levels") from exc
     except json.JSONDecodeError as exc:

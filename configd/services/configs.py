@@ -179,8 +179,9 @@ class ConfigStore:
         return decode_data(record, self._chunks)
 
     def _chunks(self, record: VersionRecord) -> list[bytes]:
-        _, entries = self._gateway.list(self.layout.blob_prefix(record.namespace, record.name, record.sha256))
-        return [e.value for e in sorted(entries, key=lambda e: e.key)]
+        return self._gateway.get_values(
+            self.layout.blob_chunks(record.namespace, record.name, record.sha256, record.chunks)
+        )
 
     def get(
         self, namespace: str, name: str, version: int | None = None, *, sealed: bool = False

@@ -36,6 +36,7 @@ import consul.base
 import consul.std
 import urllib3
 import urllib3.exceptions
+from consul.callback import CB
 
 from .errors import ConfigdError, ConsulPermissionDenied, ConsulUnavailable, VersionConflict
 from .layout import CONSUL_TXN_MAX_BYTES, CONSUL_TXN_MAX_OPS
@@ -335,6 +336,29 @@ class ConsulGateway:
             "kv.get", lambda: self._client.kv.get(key, consistency="consistent" if consistent else None)
         )
         return _entry(raw) if raw else None
+
+    def get_value(self, key: str) -> bytes | None:
+        """One key's value exactly as stored, or None when it does not exist.
+
+        Asked with ``?raw``: Consul answers with the bytes themselves, not a JSON list holding them in base64, so a
+        256 KiB blob chunk reads in about a sixth of the time its share of a recursive list takes (no base64 on
+        either side, no JSON to parse).
+        """
+
+        def value(response: consul.base.Response) -> bytes | None:
+            CB._status(response)  # py-consul's status → exception mapping, as for every other call
+            return None if response.code == 404 else bytes(response.body)
+
+        headers = self._client.prepare_headers()
+        found: bytes | None = self._call(
+            "kv.get",
+            lambda: self._client.http.get(value, f"/v1/kv/{key}", params=[("raw", "1")], headers=headers, raw=True),
+        )
+        return found
+
+    def get_values(self, keys: builtins.list[str]) -> builtins.list[bytes]:
+        """The values of ``keys`` that exist, in order (:meth:`get_value` each: blob chunks)."""
+        return [value for key in keys if (value := self.get_value(key)) is not None]
 
     def list(
         self, prefix: str, *, index: int | None = None, wait: str | None = None, consistent: bool = False

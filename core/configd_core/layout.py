@@ -130,6 +130,10 @@ class KeyLayout:
     def blob_chunk(self, namespace: str, name: str, sha256: str, index: int) -> str:
         return f"{self.blob_prefix(namespace, name, sha256)}{index:04d}"
 
+    def blob_chunks(self, namespace: str, name: str, sha256: str, count: int) -> list[str]:
+        """The keys of a version's ``count`` chunks, in the order their bytes join."""
+        return [self.blob_chunk(namespace, name, sha256, i) for i in range(count)]
+
     # --- schemas -------------------------------------------------------------------------------
     @property
     def schema_heads_root(self) -> str:

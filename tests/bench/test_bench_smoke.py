@@ -54,8 +54,10 @@ def test_bench_run_quick_writes_results_doc_and_plot(tmp_path: Path) -> None:
 
     large = results["large"]
     assert large["canonical_bytes"] >= 1024 * 1024 and large["chunks"] >= 1
-    _summary(large["configd"])
-    _summary(large["raw"])
+    for size in large["sizes"]:
+        for part in ("configd", "raw", "floor", "parsing_floor"):
+            _summary(size[part])
+        assert isinstance(size["target_met"], bool) and size["over_parsing_floor_p50"] > 0
 
     idle = results["idle"]
     for kind in ("configd", "raw"):

@@ -108,6 +108,26 @@ def test_settings_changes_and_merging_span_coalesced_versions() -> None:
     assert merged.changed_paths == ["/timeout_ms"]
 
 
+def test_change_event_computes_its_changes_when_first_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import configd_client._events as events
+
+    calls: list[int] = []
+    real = events.settings_changes
+
+    def counted(old: BaseSettings, new: BaseSettings) -> list[tuple[str, Any, Any]]:
+        calls.append(1)
+        return real(old, new)
+
+    monkeypatch.setattr(events, "settings_changes", counted)
+    v1, v2, v3 = Payment(timeout_ms=1), Payment(timeout_ms=2), Payment(timeout_ms=2, retries=5)
+    event = ChangeEvent("p/s", v1, v2, 1, 2)
+    merged = merge_events(event, ChangeEvent("p/s", v2, v3, 2, 3))
+    assert calls == []  # nothing is diffed until someone asks
+    assert event.changes == [("/timeout_ms", 1, 2)] and event.changes is event.changes and len(calls) == 1
+    assert merged.changes == [("/retries", 3, 5), ("/timeout_ms", 1, 2)] and len(calls) == 2
+    assert event.changed_paths == ["/timeout_ms"] and len(calls) == 2
+
+
 # --- the heads of a wake-up -----------------------------------------------------------------------------
 PREFIX = "configd/heads/payments/"
 
@@ -468,6 +488,18 @@ def test_cache_round_trip_and_tamper_detection(tmp_path: Path) -> None:
     written.write_text(json.dumps(body))
     assert cache.read("payments", "service") is None
     assert cache.read("payments", "absent") is None
+
+
+def test_cache_writes_the_canonical_bytes_a_source_kept(tmp_path: Path) -> None:
+    data = {"timeout_ms": 9, "name": "é", "tags": ["a", {"b": None}]}
+    canonical = canonical_json(data)
+    cache = LastKnownGoodCache(tmp_path, "configd")
+    kept = Document("payments", "service", 5, sha256_hex(canonical), data, "consul", canonical=canonical)
+    written = cache.write(kept)
+    assert canonical in written.read_bytes()
+    back = cache.read("payments", "service")
+    assert back is not None and (back.version, back.sha256, back.data) == (5, kept.sha256, data)
+    assert json.loads(written.read_bytes()) == json.loads(cache.write(doc(5, data)).read_bytes())
 
 
 def test_pending_cache_writes_keep_the_newest_and_never_go_back() -> None:

@@ -17,11 +17,15 @@ from configd_client import ConfigdError, ConfigTooLarge, InvalidName
 from configd_core.diff import diff_json, unified_diff
 from configd_core.layout import CHUNK_BYTES, MAX_CONFIG_BYTES, MAX_RECORD_BYTES, KeyLayout, parse_ref, validate_name
 from configd_core.records import (
+    ENVELOPE_KEY,
     SchemaRef,
     VersionRecord,
     canonical_json,
     decode_data,
+    decode_data_and_bytes,
+    document_sha256,
     encode_data,
+    json_depth,
     sha256_hex,
 )
 
@@ -98,6 +102,55 @@ def test_incompressible_config_is_chunked_and_checked() -> None:
     torn = [*encoded.chunks[:-1], gzip.compress(b"")[:0] + encoded.chunks[-1][:-1]]
     with pytest.raises(Exception):  # noqa: B017 - a torn gzip stream fails in zlib or the sha256 check
         decode_data(record, lambda r: torn)
+
+
+def test_compressed_data_is_the_canonical_json_and_is_hashed_as_read() -> None:
+    data = {"z": 1, "a": ["é"] * 100, "noise": os.urandom(400 * 1024).hex()}  # keys out of canonical order
+    canonical = canonical_json(data)
+    encoded = encode_data(data, canonical)
+    assert encoded.encoding == "gzip-chunks" and gzip.decompress(b"".join(encoded.chunks)) == canonical
+    back, raw = decode_data_and_bytes(_record(data, encoded), lambda r: list(encoded.chunks))
+    assert back == data and raw == canonical
+
+
+def test_compressed_data_from_before_is_checked_by_reserialising() -> None:
+    # Records written before stored the compact JSON in the key order sent: not canonical, still verified.
+    data = {"z": 1, "a": ["same text again and again"] * 20000}
+    compact = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    assert compact != canonical_json(data)
+    record = _record(data, encode_data(data, canonical_json(data))).model_copy(
+        update={"data": base64.b64encode(gzip.compress(compact, mtime=0)).decode("ascii")}
+    )
+    assert record.encoding == "gzip+base64"
+    assert decode_data_and_bytes(record, lambda r: []) == (data, None)
+    other = json.dumps({**data, "z": 2}, separators=(",", ":")).encode()
+    tampered = record.model_copy(update={"data": base64.b64encode(gzip.compress(other, mtime=0)).decode("ascii")})
+    with pytest.raises(ConfigdError, match="sha256"):
+        decode_data(tampered, lambda r: [])
+
+
+def test_compressed_data_with_secret_envelopes_is_checked_over_fingerprints() -> None:
+    envelope = {ENVELOPE_KEY: {"kid": "k1", "fp": "f", "ct": "cipher", "nonce": "n"}}
+    data = {"password": envelope, "rows": ["same text again and again"] * 20000}
+    encoded = encode_data(data, canonical_json(data))
+    record = _record(data, encoded).model_copy(update={"sha256": document_sha256(data)})
+    assert record.encoding == "gzip+base64" and record.sha256 != sha256_hex(canonical_json(data))
+    assert decode_data_and_bytes(record, lambda r: []) == (data, None)
+
+
+@pytest.mark.parametrize(
+    ("value", "depth"),
+    [(1, 0), ({}, 1), ([], 1), ({"a": [1, {"b": []}]}, 4), ([[[[]]], {}], 4), ({"a": 1, "b": {"c": {}}}, 3)],
+)
+def test_json_depth(value: Any, depth: int) -> None:
+    assert json_depth(value) == depth
+
+
+def test_json_depth_stops_past_its_limit() -> None:
+    deep: Any = []
+    for _ in range(500):
+        deep = [deep]
+    assert json_depth(deep, 64) == 65
 
 
 def test_sha_mismatch_is_refused() -> None:

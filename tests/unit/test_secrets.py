@@ -27,6 +27,7 @@ from configd.services.keys import create_key, export_keys, list_keys, reencrypt,
 from configd_client._cache import LastKnownGoodCache
 from configd_client._events import Document
 from configd_client._live import LiveSettings
+from configd_client._secrets import opened_data
 from configd_client._source import SettingsFactory
 from configd_core.errors import ConfigdError, ErrorDetail, SecretUnreadable
 from configd_core.records import HeadRecord, SchemaRef, canonical_json, document_sha256, sha256_hex
@@ -289,6 +290,20 @@ def test_the_sdk_decrypts_in_process_and_keeps_its_last_good_settings(
     written = cache.write(good)
     assert "first-password" not in written.read_text() and ENVELOPE_KEY in written.read_text()
     assert cache.read("payments", "svc") == Document("payments", "svc", 1, good.sha256, good.data, "cache")
+
+
+def test_the_sdk_finds_envelopes_in_the_canonical_bytes_a_source_kept(
+    ring: KeyRing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = tmp_path / "app.json"
+    ring.write(keys)
+    monkeypatch.setenv(KEYS_FILE_ENV, str(keys))
+    sealed = seal(ring, "payments", "svc", {"host": "h", "password": "pw"}, SCHEMA)
+    kept = Document("payments", "svc", 1, sealed.sha, sealed.data, "consul", canonical=canonical_json(sealed.data))
+    assert opened_data(kept)["password"] == "pw"  # the marker is found in the bytes: decrypted
+    plain = {"host": "h"}
+    bare = Document("payments", "svc", 2, sha256_hex(canonical_json(plain)), plain, "consul", canonical_json(plain))
+    assert opened_data(bare) is plain  # no marker in the bytes: the document itself, no walk
 
 
 def test_configd_keys_command_line(ring: KeyRing, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
