@@ -51,7 +51,7 @@ run: $(STAMP) consul
 # Consul agent. Most tests wait on Consul and subprocesses, so 3 workers fit 2 cores. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 3
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --durations=30
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
