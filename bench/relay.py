@@ -361,6 +361,8 @@ def _floor(prefix: str, watchers: int, processes: int, pushes: int, settle: floa
 
     try:
         servers.ready()
+        pids = [p.pid for p in servers.processes]
+        cpu_before = sum(_cpu_s(p) for p in pids)
         result = _fan_out(
             f"http://127.0.0.1:{port}",
             f"/v1/kv/{prefix}",
@@ -373,6 +375,7 @@ def _floor(prefix: str, watchers: int, processes: int, pushes: int, settle: floa
             push,
             on_push=pushed,
         )
+        result["floor_cpu_s"] = round(sum(_cpu_s(p) for p in pids) - cpu_before, 2)
     finally:
         servers.close()
     result["server_processes"] = workers
@@ -448,12 +451,35 @@ def _relay_phase(
         rss_before = sum(_rss_kib(p) for p in pids)
         cpu_before = sum(_cpu_s(p) for p in pids)
 
+        spies: list[subprocess.Popen[bytes]] = []
+
         def holding() -> dict[str, Any]:
             deadline = time.monotonic() + 120
             metrics = relay.metrics()
             while metrics["configd_relay_downstream_waiters"] < watchers and time.monotonic() < deadline:
                 time.sleep(0.5)
                 metrics = relay.metrics()
+            # BENCH_RELAY_PYSPY=DIR: py-spy samples each relay process through the pushes (collapsed stacks in DIR).
+            spies.extend(
+                subprocess.Popen(
+                    [
+                        str(Path(sys.executable).with_name("py-spy")),
+                        "record",
+                        "--nonblocking",
+                        "--rate",
+                        "1000",
+                        "--format",
+                        "raw",
+                        "-p",
+                        str(pid),
+                        "-o",
+                        str(Path(os.environ["BENCH_RELAY_PYSPY"]) / f"relay-{workers}-{pid}.txt"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for pid in (pids if os.environ.get("BENCH_RELAY_PYSPY") else [])
+            )
             rss = sum(_rss_kib(p) for p in pids)
             return {
                 "relay_waiters": int(metrics["configd_relay_downstream_waiters"]),
@@ -468,27 +494,6 @@ def _relay_phase(
         def last_fanout() -> float:
             return relay.metrics()["configd_relay_last_fanout_started_unixtime"]
 
-        # BENCH_RELAY_PYSPY=DIR: py-spy samples each relay process through the phase (collapsed stacks in DIR).
-        spies = [
-            subprocess.Popen(
-                [
-                    str(Path(sys.executable).with_name("py-spy")),
-                    "record",
-                    "--nonblocking",
-                    "--rate",
-                    "1000",
-                    "--format",
-                    "raw",
-                    "-p",
-                    str(pid),
-                    "-o",
-                    str(Path(os.environ["BENCH_RELAY_PYSPY"]) / f"relay-{workers}-{pid}.txt"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for pid in (pids if os.environ.get("BENCH_RELAY_PYSPY") else [])
-        ]
         through = _consul_fan_out(
             relay.address,
             lifted.consul_addr,
@@ -631,7 +636,7 @@ def _pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         pooled["latency"] = summary_ms(samples)
         pooled["rounds"] = [
             {k: one[k] for k in ("latency", "woken_per_push", "loadavg_1m_at_start", "loadavg_1m_at_end")}
-            | {k: one[k] for k in ("fanout_loop_ms", "relay_reached_ms", "relay_cpu_s") if k in one}
+            | {k: one[k] for k in ("fanout_loop_ms", "relay_reached_ms", "relay_cpu_s", "floor_cpu_s") if k in one}
             for one in rounds
         ]
         pooled["woken_per_push"] = [w for one in rounds for w in one["woken_per_push"]]

@@ -219,6 +219,7 @@ class Relay:
         self.metrics = _Metrics(self)
         self._checks: dict[tuple[str, Shape], asyncio.Future[Verdict]] = {}
         self.deadlines: Deadlines[_Waiter] = Deadlines()
+        self._refreshing: set[tuple[str, Shape]] = set()  # verdicts with a check ahead of expiry scheduled
         self._reads: dict[tuple[str, str, tuple[str, str]], KVRead | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._upstream: Upstream | None = None
@@ -359,8 +360,8 @@ class Relay:
             if allowed is None:
                 verdict = self.verdicts.get(token, watch.shape, now)
                 allowed = permitted[token] = verdict is not None and verdict.permits(snapshot)
-                if allowed and verdict is not None and self.verdicts.refresh_due(verdict, now):
-                    self._spawn(self._refresh(token, watch.shape))
+                if allowed and verdict is not None:
+                    self._refresh_later(token, watch.shape, verdict, now)
             if allowed:
                 conn.respond(keep_alive if waiter.request.keep_alive else closing)
             else:
@@ -416,8 +417,21 @@ class Relay:
         if served:
             self.metrics.served.inc(served)
 
-    async def _refresh(self, token: str, shape: Shape) -> None:
-        """A verdict checked again ahead of its expiry (a failure leaves it to expire: the next push checks)."""
+    def _refresh_later(self, token: str, shape: Shape, verdict: Verdict, now: float) -> None:
+        """Check ``token`` again before its verdict expires (:meth:`._book.AclVerdicts.refresh_at`)."""
+        key = (token, shape)
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+        delay = max(0.0, self.verdicts.refresh_at(verdict) - now)
+        asyncio.get_running_loop().call_later(delay, self._refresh, key)
+
+    def _refresh(self, key: tuple[str, Shape]) -> None:
+        self._refreshing.discard(key)
+        self._spawn(self._check_quietly(*key))
+
+    async def _check_quietly(self, token: str, shape: Shape) -> None:
+        """A failure leaves the verdict to expire: the next push that needs it checks it on its way."""
         with contextlib.suppress(ConsulUnavailable):
             await self._verdict(token, shape)
 
