@@ -219,7 +219,7 @@ class Relay:
         self.metrics = _Metrics(self)
         self._checks: dict[tuple[str, Shape], asyncio.Future[Verdict]] = {}
         self.deadlines: Deadlines[_Waiter] = Deadlines()
-        self._refreshing: set[tuple[str, Shape]] = set()  # verdicts with a check ahead of expiry scheduled
+        self._refreshing: dict[tuple[str, Shape], asyncio.TimerHandle] = {}  # checks ahead of a verdict's expiry
         self._reads: dict[tuple[str, str, tuple[str, str]], KVRead | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._upstream: Upstream | None = None
@@ -234,6 +234,9 @@ class Relay:
         for task in [*(w.task for w in self.watches.values() if w.task), *self._tasks, self._sweeper]:
             if task is not None:
                 task.cancel()
+        for timer in self._refreshing.values():
+            timer.cancel()
+        self._refreshing.clear()
         self.watches.clear()
         if self._upstream is not None:
             await self._upstream.close()
@@ -420,14 +423,12 @@ class Relay:
     def _refresh_later(self, token: str, shape: Shape, verdict: Verdict, now: float) -> None:
         """Check ``token`` again before its verdict expires (:meth:`._book.AclVerdicts.refresh_at`)."""
         key = (token, shape)
-        if key in self._refreshing:
-            return
-        self._refreshing.add(key)
-        delay = max(0.0, self.verdicts.refresh_at(verdict) - now)
-        asyncio.get_running_loop().call_later(delay, self._refresh, key)
+        if key not in self._refreshing:
+            delay = max(0.0, self.verdicts.refresh_at(verdict) - now)
+            self._refreshing[key] = asyncio.get_running_loop().call_later(delay, self._refresh, key)
 
     def _refresh(self, key: tuple[str, Shape]) -> None:
-        self._refreshing.discard(key)
+        del self._refreshing[key]
         self._spawn(self._check_quietly(*key))
 
     async def _check_quietly(self, token: str, shape: Shape) -> None:

@@ -77,7 +77,7 @@ async def test_a_push_answers_every_waiter_and_forgets_their_deadlines() -> None
         relay._publish(watch, _snapshot(11, relay))
         assert all(len(c.writes) == 1 and _index_of(c.writes[0]) == 11 for c in clients)
         assert len(watch.book) == 0 and len(relay.deadlines) == 0
-        assert relay._refreshing == {("", SHAPE)}  # one check of the token ahead of its verdict's expiry
+        assert list(relay._refreshing) == [("", SHAPE)]  # one check of the token ahead of its verdict's expiry
         # The same request line from every watcher was parsed once.
         assert len(relay._reads) == 1
     finally:
