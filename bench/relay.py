@@ -72,7 +72,6 @@ def _prioritize(pid: int, niceness: int = -5) -> None:
 class Relay:
     consul_addr: str
     workdir: Path
-    workers: int = 1
     process: subprocess.Popen[bytes] | None = None
     address: str = ""
 
@@ -80,8 +79,6 @@ class Relay:
         port = free_ports(1)[0]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "CONFIGD_"))}
         cmd = [sys.executable, "-m", "configd", "relay", "--consul", self.consul_addr, "--port", str(port)]
-        if self.workers > 1:
-            cmd += ["--workers", str(self.workers)]
         log = open(self.workdir / f"relay-{port}.log", "ab")  # noqa: SIM115 - kept open for the child's life
         self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.address = f"http://127.0.0.1:{port}"
@@ -96,7 +93,7 @@ class Relay:
                 time.sleep(0.05)
 
     def pids(self) -> list[int]:
-        """The relay's process and its worker processes (``--workers``)."""
+        """The relay's process and any child it started."""
         assert self.process is not None
         pids = [self.process.pid]
         with contextlib.suppress(OSError):
@@ -440,12 +437,12 @@ def _sdk_phase(
 
 
 def _relay_phase(
-    lifted: BenchEnv, prefix: str, watchers: int, processes: int, pushes: int, settle: float, workers: int
+    lifted: BenchEnv, prefix: str, watchers: int, processes: int, pushes: int, settle: float
 ) -> dict[str, Any]:
-    """The watchers through one ``configd relay`` (``workers`` processes) that talks to Consul through a proxy."""
+    """The watchers through one ``configd relay`` that talks to Consul through a counting proxy."""
     host, port = lifted.consul_addr.removeprefix("http://").split(":")
     proxy = CountingProxy(host, int(port)).start()
-    relay = Relay(proxy.address, lifted.workdir, workers=workers).start()
+    relay = Relay(proxy.address, lifted.workdir).start()
     try:
         pids = relay.pids()
         rss_before = sum(_rss_kib(p) for p in pids)
@@ -473,7 +470,7 @@ def _relay_phase(
                         "-p",
                         str(pid),
                         "-o",
-                        str(Path(os.environ["BENCH_RELAY_PYSPY"]) / f"relay-{workers}-{pid}.txt"),
+                        str(Path(os.environ["BENCH_RELAY_PYSPY"]) / f"relay-{pid}.txt"),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -509,7 +506,6 @@ def _relay_phase(
         for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=30)
-        through["relay_workers"] = workers
         through["relay_cpu_s"] = round(sum(_cpu_s(p) for p in pids) - cpu_before, 2)
         after = relay.metrics()
         through["fanout_histogram_sum_s"] = round(after.get("configd_relay_fanout_seconds_sum", 0.0), 3)
@@ -535,14 +531,12 @@ def run(
     sdk_processes: int,
     sdk_pushes: int,
     sdk_settle: float = 8.0,
-    relay_workers: int = 1,
     phases: tuple[str, ...] = PHASES,
     rounds: int = 1,
     floor_processes: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """The section; ``relay_workers`` > 1 also runs the relay and the floor with that many processes, and the
-    floor also runs with each number of processes in ``floor_processes``."""
-    result: dict[str, Any] = {"relay_workers": relay_workers}
+    """The section; the floor also runs with each number of processes in ``floor_processes`` (SO_REUSEPORT)."""
+    result: dict[str, Any] = {}
     with BenchEnv(agent=ConsulAgent.dev(name="configd-bench-lifted", extra_hcl=LIFTED_LIMITS_HCL)) as lifted:
         prefix = f"bench-relay/{uuid.uuid4().hex[:8]}/"
         httpx.put(f"{lifted.consul_addr}/v1/kv/{prefix}marker", content=b"start", timeout=10).raise_for_status()
@@ -556,15 +550,15 @@ def run(
             if kind == "floor":
                 one = _floor(prefix, watchers, processes, pushes, settle, workers)
             else:
-                one = _relay_phase(lifted, prefix, watchers, processes, pushes, settle, workers)
+                one = _relay_phase(lifted, prefix, watchers, processes, pushes, settle)
             runs.setdefault(key, []).append(one)
             print(f"  {key}: {one['latency']} load {one['loadavg_1m_at_start']}", flush=True)
 
         for _ in range(rounds):
-            for workers in sorted({1, relay_workers, *floor_processes}):
+            for workers in sorted({1, *floor_processes}):
                 if "floor" in phases:
                     phase("floor", workers)
-                if "relay" in phases and workers in (1, relay_workers):
+                if "relay" in phases and workers == 1:
                     phase("relay", workers)
         result |= {key: _pooled(each) for key, each in runs.items()}
         if "raw" not in phases:
@@ -674,7 +668,6 @@ def main() -> None:
     parser.add_argument("--sdk-clients", type=int, default=1000)
     parser.add_argument("--sdk-processes", type=int, default=4)
     parser.add_argument("--sdk-pushes", type=int, default=5)
-    parser.add_argument("--relay-workers", type=int, default=1, help="also run relay and floor with N processes")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     parser.add_argument("--rounds", type=int, default=1, help="floor and relay phases alternate this many times")
     parser.add_argument("--floor-processes", default="", help="also run the floor with these process counts: 2,4")
@@ -690,7 +683,6 @@ def main() -> None:
             args.sdk_clients,
             args.sdk_processes,
             args.sdk_pushes,
-            relay_workers=args.relay_workers,
             phases=tuple(args.phases.split(",")),
             rounds=args.rounds,
             floor_processes=tuple(int(n) for n in args.floor_processes.split(",") if n),
