@@ -5,13 +5,14 @@ The asyncio server (:mod:`._server`) only moves bytes; what to answer whom, and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Generic, TypeVar
 
-from ._reads import Shape, readable_keys
+from ._reads import JITTER_FRACTION, Shape, readable_keys
 
 W = TypeVar("W")
 
@@ -19,6 +20,8 @@ W = TypeVar("W")
 ACL_VERDICT_SECONDS = 5.0
 #: Seconds an upstream query is kept after its last downstream request or waiter (watchers re-ask at once).
 LINGER_SECONDS = 30.0
+#: Waits end on ticks this many seconds apart: one timer per tick, however many waiters share it.
+DEADLINE_TICK_SECONDS = 0.05
 
 # Headers of Consul's answer that the relay repeats (the index, leader contact, content type); the others
 # (Date, Content-Length, connection handling) are the relay's own.
@@ -141,6 +144,54 @@ class WaiterBook(Generic[W]):
         return released
 
 
+def wait_ends_on(now: float, timeout: float, wait: float, tick: float = DEADLINE_TICK_SECONDS) -> int:
+    """The tick on which a wait of ``timeout`` seconds (``wait`` plus its jitter) that starts at ``now`` ends.
+
+    The first tick at or after ``now + timeout``, unless that is past Consul's latest answer
+    (``wait + wait/16``) and a tick fits between ``now + wait`` and that: then the last such tick. So the wait
+    ends inside Consul's window whenever the jitter is wider than a tick (``wait`` ≥ 0.8 s), and at most one tick
+    late otherwise.
+    """
+    due = math.ceil((now + timeout) / tick)
+    latest = math.floor((now + wait + wait / JITTER_FRACTION) / tick)
+    if due > latest and latest * tick >= now + wait:
+        return latest
+    return due
+
+
+class Deadlines(Generic[W]):
+    """Waiters by the tick on which their wait ends (:func:`wait_ends_on`).
+
+    A push answers thousands of waiters at once and each asks again at once: a timer per waiter would be one
+    timer started and one cancelled per waiter and push, where a tick is one timer for every waiter whose wait
+    ends on it, and forgetting a waiter is one dict deletion.
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[int, dict[W, None]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(group) for group in self._due.values())
+
+    def add(self, waiter: W, tick: int) -> bool:
+        """Keep ``waiter`` until ``tick``; True when no one else ends on that tick yet (start its timer)."""
+        group = self._due.get(tick)
+        if group is None:
+            self._due[tick] = {waiter: None}
+            return True
+        group[waiter] = None
+        return False
+
+    def discard(self, waiter: W, tick: int) -> None:
+        group = self._due.get(tick)
+        if group is not None:
+            group.pop(waiter, None)
+
+    def take(self, tick: int) -> list[W]:
+        """The waiters whose wait ends on ``tick`` (its timer fired); the tick is forgotten."""
+        return list(self._due.pop(tick, ()))
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What Consul said when asked the same read with a downstream token.
@@ -155,7 +206,16 @@ class Verdict:
     readable: frozenset[str]
 
     def permits(self, snapshot: Snapshot) -> bool:
-        return self.denied is None and snapshot.keys <= self.readable
+        if self.denied is not None:
+            return False
+        # Asked for every request and every woken token: a subset test walks every key of a large prefix, so
+        # the answer for the last snapshot asked about is kept.
+        last = self.__dict__.get("_last")
+        if last is not None and last[0] is snapshot:
+            return bool(last[1])
+        permitted = snapshot.keys <= self.readable
+        object.__setattr__(self, "_last", (snapshot, permitted))
+        return permitted
 
     def is_filtered_view(self, snapshot: Snapshot) -> bool:
         """True when asking again cannot help: the check was sent after the snapshot arrived and saw less.
@@ -178,6 +238,16 @@ class AclVerdicts:
         if verdict is None or now - verdict.checked_at >= self.ttl:
             return None
         return verdict
+
+    def refresh_at(self, verdict: Verdict) -> float:
+        """When to check again a verdict that a push just used (at 80 % of its life).
+
+        A push that wakes a token's waiters schedules one check of that token ahead of its verdict's expiry, so
+        the next push (if it comes within ``ttl``) does not hold those waiters for a check. A token that no push
+        wakes costs Consul nothing, each woken token costs at most one check per ``0.8 * ttl`` (one more after
+        the last push), and a verdict is still never used past ``ttl``.
+        """
+        return verdict.checked_at + self.ttl * 0.8
 
     def put(self, token: str, shape: Shape, verdict: Verdict, now: float) -> None:
         if len(self._verdicts) >= self.capacity:

@@ -48,6 +48,13 @@ class Shape:
     separator: str | None = None
     raw: bool = False
 
+    def __post_init__(self) -> None:
+        # Every request and every verdict looks its shape up in a dict: hash the fields once.
+        object.__setattr__(self, "_hash", hash((self.key, self.recurse, self.keys, self.separator, self.raw)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined, no-any-return]
+
     @classmethod
     def of(cls, key: str, params: dict[str, str]) -> Shape:
         if "keys" in params:

@@ -7,13 +7,16 @@ import json
 import pytest
 
 from configd.relay._book import (
+    DEADLINE_TICK_SECONDS,
     AclVerdicts,
     Answer,
+    Deadlines,
     Snapshot,
     Verdict,
     WaiterBook,
     is_idle,
     render,
+    wait_ends_on,
 )
 from configd.relay._reads import (
     DEFAULT_WAIT_SECONDS,
@@ -173,6 +176,47 @@ def test_verdicts_expire_and_stay_bounded() -> None:
     for i in range(10):
         verdicts.put(f"t{i}", shape, Verdict(200.0, None, frozenset()), now=200.0)
         assert len(verdicts) <= 3
+
+
+@pytest.mark.parametrize("draw", [0.0, 0.3, 0.999999])
+@pytest.mark.parametrize("wait", [1.0, 55.0, 300.0])
+def test_a_wait_ends_on_a_tick_inside_consuls_window(wait: float, draw: float) -> None:
+    tick = DEADLINE_TICK_SECONDS
+    for now in (1000.0, 1000.013, 1234.5678):
+        ends = wait_ends_on(now, timeout_with_jitter(wait, rng=lambda: draw), wait) * tick
+        assert now + wait <= ends + 1e-9  # never before the wait is over
+        assert ends <= now + wait + wait / 16 + 1e-9  # never after Consul's jitter would have answered
+
+
+def test_a_short_wait_ends_at_most_one_tick_late() -> None:
+    tick = DEADLINE_TICK_SECONDS
+    ends = wait_ends_on(1000.01, 0.2, 0.2) * tick  # wait/16 is narrower than a tick
+    assert 1000.21 - 1e-9 <= ends < 1000.21 + tick
+
+
+def test_deadlines_group_waiters_by_tick() -> None:
+    deadlines: Deadlines[str] = Deadlines()
+    assert deadlines.add("a", 7)  # a new tick: the caller starts its one timer
+    assert not deadlines.add("b", 7)
+    assert deadlines.add("c", 9)
+    deadlines.discard("b", 7)  # answered before its wait ended
+    deadlines.discard("b", 7)
+    deadlines.discard("zz", 8)
+    assert len(deadlines) == 2
+    assert deadlines.take(7) == ["a"] and deadlines.take(7) == []
+    assert deadlines.take(9) == ["c"] and len(deadlines) == 0
+
+
+def test_a_verdict_is_checked_again_before_it_expires_and_remembers_its_last_answer() -> None:
+    shape = Shape("p/", recurse=True)
+    verdicts = AclVerdicts(ttl=5.0)
+    verdict = Verdict(100.0, None, frozenset({"p/a"}))
+    assert verdicts.refresh_at(verdict) == pytest.approx(104.0)  # before get() stops returning it at 105
+    one = Snapshot.of(shape, _answer(7, "p/a"), received=99.0)
+    two = Snapshot.of(shape, _answer(8, "p/a", "p/new"), received=101.0)
+    assert one is not None and two is not None
+    assert verdict.permits(one) and verdict.permits(one)
+    assert not verdict.permits(two) and verdict.permits(one)  # each snapshot judged on its own keys
 
 
 def test_an_upstream_query_lingers_after_its_last_waiter() -> None:
