@@ -459,13 +459,14 @@ class ConfigStore:
             action=action,
         )
         projection = self.projections.plan(namespace, name, data, schema_head, fresh=fresh)
-        extra, deferred = projection.inline(push_transaction(self.layout, write, current))
+        base = push_transaction(self.layout, write, current)  # the records serialised once, for both uses below
+        extra, deferred = projection.inline(base)
         # Chunks go first, each its own PUT, keyed by content hash: the head flip below stays one transaction,
         # and an orphan left by a lost race holds the same bytes any later writer would write.
         for key, chunk in write.chunk_puts(self.layout):
             self._gateway.put(key, chunk)
         try:
-            ops = [*push_transaction(self.layout, write, current, extra), *also]
+            ops = [*base, *extra, *also]  # = push_transaction(self.layout, write, current, extra) + also
             results = self._commit(ops, f"{namespace}/{name}")
         except VersionConflict as exc:
             if not fresh:
