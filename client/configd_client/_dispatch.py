@@ -5,7 +5,9 @@ threads (:class:`CallbackPool`), so an application watching 200 configs with a c
 threads, not 200. Each callback keeps its guarantees: versions in increasing order, each at most once, never two
 runs of the same callback at once; while a callback is busy the change events queued for it are coalesced into
 one (:func:`merge_events`), so under a burst it may skip intermediate versions, but the last applied version
-always reaches it. The watcher only posts to a mailbox: a slow or raising callback never stalls it.
+always reaches it. The watcher only posts to a mailbox: a slow or raising callback never stalls it. A callback
+registered with ``inline=True`` is the exception, by request: :class:`Dispatcher` runs it on the caller's thread
+(:meth:`Dispatcher.deliver_inline`), trading that isolation for no hand-off.
 
 A callback occupies a pool thread only while it runs, and a callback with more pending work goes to the back of
 the queue after each run, so a busy callback cannot starve the others. The trade-off: while :data:`POOL_SIZE`
