@@ -95,6 +95,11 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
                 else "The callbacks run on the SDK's callback pool (the default).\n"
             )
         )
+        if "measured" in p:  # this section was run again on its own (python -m bench.run --only … --merge)
+            add(
+                f"Measured apart from the other sections: {p['measured']['started_at']}, commit "
+                f"`{p['measured']['commit']}`, {_load(p['measured'])}.\n"
+            )
         add(
             "| N | pushes | configd p50 / p99 / max (ms) | raw p50 / p99 / max (ms) | p50 ratio | p99 ratio | "
             "target p99 ≤ 1.5 × raw | floor p50 / p99 (ms) | floor p50 / p99 ratio | configd p99 ÷ floor p99 "
@@ -130,6 +135,11 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             "only commits the same transaction (`bench/_floor_app.py`): no auth, body, validation or records — no "
             "server on this stack can push faster.\n"
         )
+        if "measured" in t:
+            add(
+                f"Measured apart from the other sections: {t['measured']['started_at']}, commit "
+                f"`{t['measured']['commit']}`, {_load(t['measured'])}.\n"
+            )
         add(
             "| concurrency | configd pushes/s | raw txn/s | ratio (target ≥ 0.5) | floor/s | floor ratio | "
             "raw read+txn/s | raw stock/s | configd ÷ stock | configd ÷ floor (target ≥ 0.8) |"
