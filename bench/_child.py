@@ -120,7 +120,7 @@ def run_configd(args: argparse.Namespace) -> None:
         def report(event: Any, name: str = name) -> None:
             say(f"EVT {name} {event.version} {time.time():.6f}")
 
-        live.on_change(report)
+        live.on_change(report, inline=args.callbacks == "inline")
     say("READY " + json.dumps(stats()))
     serve_stdin()
     client.close()
@@ -202,6 +202,9 @@ def main() -> None:
     parser.add_argument("--model", default="fields", choices=["fields", "large", "loose"])
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--key", default="")
+    parser.add_argument(
+        "--callbacks", default="pool", choices=["pool", "inline"], help="configd: where on_change callbacks run"
+    )
     parser.add_argument("--instance-key", default="", help="configd: the instance key (rollout membership)")
     parser.add_argument("--chunks", default="", help="raw: after each wake, read and decode this chunk prefix")
     args = parser.parse_args()

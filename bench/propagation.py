@@ -27,7 +27,7 @@ from ._stats import ratio, summary_ms
 CONFIGS_PER_CLIENT = 10
 
 
-def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> dict[str, Any]:
+def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1, callbacks: str = "inline") -> dict[str, Any]:
     server = env.start_server()
     namespace = "propagation"
     names = [f"svc-{i:02d}" for i in range(CONFIGS_PER_CLIENT)]
@@ -58,6 +58,8 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> di
                     ",".join(names),
                     "--cache-dir",
                     str(cache),
+                    "--callbacks",
+                    callbacks,
                 )
                 children.spawn("raw", "--consul", env.consul_addr, "--key", raw_key)
             started = time.monotonic()
@@ -110,16 +112,18 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1) -> di
     floor.terminate()
     floor.wait(timeout=15)
     server.stop()
-    return {"configs_per_client": CONFIGS_PER_CLIENT, "rows": results}
+    return {"configs_per_client": CONFIGS_PER_CLIENT, "callbacks": callbacks, "rows": results}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", default="1,10,50")
     parser.add_argument("--pushes", type=int, default=30)
+    parser.add_argument("--callbacks", default="inline", choices=["inline", "pool"])
     args = parser.parse_args()
     with BenchEnv() as env:
-        print(json.dumps(run(env, [int(c) for c in args.clients.split(",")], args.pushes), indent=2))
+        rows = run(env, [int(c) for c in args.clients.split(",")], args.pushes, callbacks=args.callbacks)
+        print(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -87,22 +87,36 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             "key → the child wakes. Floor: the same raw watchers, woken by the same write made behind one FastAPI "
             "hop on configd's server stack that does nothing else (`bench/_floor_app.py`): what any HTTP server in "
             "between costs. configd, raw and floor pushes alternate so all see the same load. "
-            "Samples = pushes × N.\n"
+            "Samples = pushes × N. "
+            + (
+                "The callbacks are registered with `on_change(callback, inline=True)`: they run on the watcher "
+                'thread, as the raw watchers report on theirs (docs/client.md, "Callbacks on the watcher thread").\n'
+                if p.get("callbacks") == "inline"
+                else "The callbacks run on the SDK's callback pool (the default).\n"
+            )
         )
+        if "measured" in p:  # this section was run again on its own (python -m bench.run --only … --merge)
+            add(
+                f"Measured apart from the other sections: {p['measured']['started_at']}, commit "
+                f"`{p['measured']['commit']}`, {_load(p['measured'])}.\n"
+            )
         add(
             "| N | pushes | configd p50 / p99 / max (ms) | raw p50 / p99 / max (ms) | p50 ratio | p99 ratio | "
-            "target p99 ≤ 1.5 × raw | floor p50 / p99 (ms) | floor p50 / p99 ratio |"
+            "target p99 ≤ 1.5 × raw | floor p50 / p99 (ms) | floor p50 / p99 ratio | configd p99 ÷ floor p99 "
+            "(target ≤ 1.5) |"
         )
-        add("|---|---|---|---|---|---|---|---|---|")
+        add("|---|---|---|---|---|---|---|---|---|---|")
         for r in p["rows"]:
             c, w = r["configd"], r["raw"]
             f = r.get("floor")
             floor = f"{f['p50_ms']} / {f['p99_ms']}" if f else "–"
             floor_ratio = f"{ratio(f['p50_ms'], w['p50_ms'])} / {r['floor_p99_ratio']}" if f else "–"
+            over_floor = ratio(c["p99_ms"], f["p99_ms"]) if f else None
+            vs_floor = f"{over_floor} {_yes(over_floor <= 1.5)}" if over_floor is not None else "–"
             add(
                 f"| {r['clients']} | {r['pushes']} | {c['p50_ms']} / {c['p99_ms']} / {c['max_ms']} | "
                 f"{w['p50_ms']} / {w['p99_ms']} / {w['max_ms']} | {r['p50_ratio']} | {r['p99_ratio']} | "
-                f"{_yes(r['target_met'])} | {floor} | {floor_ratio} |"
+                f"{_yes(r['target_met'])} | {floor} | {floor_ratio} | {vs_floor} |"
             )
         add("")
 
@@ -121,16 +135,24 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             "only commits the same transaction (`bench/_floor_app.py`): no auth, body, validation or records — no "
             "server on this stack can push faster.\n"
         )
+        if "measured" in t:
+            add(
+                f"Measured apart from the other sections: {t['measured']['started_at']}, commit "
+                f"`{t['measured']['commit']}`, {_load(t['measured'])}.\n"
+            )
         add(
             "| concurrency | configd pushes/s | raw txn/s | ratio (target ≥ 0.5) | floor/s | floor ratio | "
-            "raw read+txn/s | raw stock/s | configd ÷ stock |"
+            "raw read+txn/s | raw stock/s | configd ÷ stock | configd ÷ floor (target ≥ 0.8) |"
         )
-        add("|---|---|---|---|---|---|---|---|---|")
+        add("|---|---|---|---|---|---|---|---|---|---|")
         for r in t["rows"]:
+            of_floor = ratio(r["configd_pushes_per_s"], r["floor_per_s"]) if "floor_per_s" in r else None
+            vs_floor = f"{of_floor} {_yes(of_floor >= 0.8)}" if of_floor is not None else "–"
             add(
                 f"| {r['concurrency']} | {r['configd_pushes_per_s']} | {r['raw_txn_per_s']} | {r['ratio']} "
                 f"{_yes(r['target_met'])} | {r.get('floor_per_s', '–')} | {r.get('floor_ratio', '–')} | "
-                f"{r['raw_read_txn_per_s']} | {r.get('raw_stock_txn_per_s', '–')} | {r.get('ratio_vs_stock', '–')} |"
+                f"{r['raw_read_txn_per_s']} | {r.get('raw_stock_txn_per_s', '–')} | {r.get('ratio_vs_stock', '–')} | "
+                f"{vs_floor} |"
             )
         add("")
 

@@ -5,7 +5,9 @@ threads (:class:`CallbackPool`), so an application watching 200 configs with a c
 threads, not 200. Each callback keeps its guarantees: versions in increasing order, each at most once, never two
 runs of the same callback at once; while a callback is busy the change events queued for it are coalesced into
 one (:func:`merge_events`), so under a burst it may skip intermediate versions, but the last applied version
-always reaches it. The watcher only posts to a mailbox: a slow or raising callback never stalls it.
+always reaches it. The watcher only posts to a mailbox: a slow or raising callback never stalls it. A callback
+registered with ``inline=True`` is the exception, by request: :class:`Dispatcher` runs it on the caller's thread
+(:meth:`Dispatcher.deliver_inline`), trading that isolation for no hand-off.
 
 A callback occupies a pool thread only while it runs, and a callback with more pending work goes to the back of
 the queue after each run, so a busy callback cannot starve the others. The trade-off: while :data:`POOL_SIZE`
@@ -31,6 +33,25 @@ RaiseHook = Callable[[Callable[[T], object], T, Exception], None]
 
 #: Errors queued for one callback beyond this are dropped, oldest first.
 MAX_PENDING = 100
+
+
+def call_reporting(callback: Callable[[T], object], item: T, on_raise: RaiseHook[T] | None) -> None:
+    """The one place a callback runs and its exception is caught (a failure never ends delivery to it)."""
+    try:
+        callback(item)
+    except Exception as exc:
+        callback_raised(callback, item, exc, on_raise)
+
+
+def callback_raised(callback: Callable[[T], object], item: T, exc: Exception, on_raise: RaiseHook[T] | None) -> None:
+    """``callback`` raised ``exc`` on ``item``: logged, then handed to the ``on_raise`` hook if any (a rollout's
+    failure report); the hook only reports, it must not end delivery either."""
+    log.exception("configd_client: callback %r raised", callback, exc_info=exc)
+    if on_raise is not None:
+        try:
+            on_raise(callback, item, exc)
+        except Exception:
+            log.exception("configd_client: could not report the failure of callback %r", callback)
 
 
 class Mailbox(Generic[T]):
@@ -188,21 +209,10 @@ class CallbackWorker(Generic[T]):
             self._pool.submit(self)  # behind the others: one callback with a stream of work cannot starve them
 
     def _call(self, item: T) -> None:
-        """The one place a callback runs and its exception is caught (a failure never ends delivery to it)."""
-        try:
-            self.callback(item)
-        except Exception as exc:
-            self.on_callback_error(item, exc)
+        call_reporting(self.callback, item, self._on_raise)
 
     def on_callback_error(self, item: T, exc: Exception) -> None:
-        """The callback raised ``exc`` on ``item``: logged, then handed to the ``on_raise`` hook if any (a rollout's
-        failure report); the hook only reports, it must not end delivery either."""
-        log.exception("configd_client: callback %r raised", self.callback, exc_info=exc)
-        if self._on_raise is not None:
-            try:
-                self._on_raise(self.callback, item, exc)
-            except Exception:
-                log.exception("configd_client: could not report the failure of callback %r", self.callback)
+        callback_raised(self.callback, item, exc, self._on_raise)
 
     def idle(self, timeout: float | None = None) -> bool:
         """Wait until every posted item has been handled; False on timeout."""
@@ -231,6 +241,11 @@ class Dispatcher(Generic[T]):
     """The callbacks of one LiveSettings, all fed the same items, run by the process's :class:`CallbackPool`.
 
     ``on_raise(callback, item, exc)`` is called (on the pool thread) after a callback raised ``exc`` on ``item``.
+
+    Callbacks added with ``inline=True`` are not posted to the pool: :meth:`deliver_inline` runs them on the
+    caller's thread (the watcher's, for a change), in the order of :meth:`sequence` numbers. An item whose number
+    is below one already delivered is dropped, not delivered late: versions still arrive in increasing order,
+    each at most once, and the last one always arrives (docs/client.md, "Callbacks on the watcher thread").
     """
 
     def __init__(
@@ -247,9 +262,18 @@ class Dispatcher(Generic[T]):
         self._on_raise = on_raise
         self._lock = threading.Lock()
         self._workers: tuple[CallbackWorker[T], ...] = ()
+        self._inline: tuple[Callable[[T], object], ...] = ()
+        self._delivering = threading.RLock()  # one inline delivery at a time (RLock: a callback may offer again)
+        self._issued = 0  # sequence numbers handed out by sequence()
+        self._delivered = 0  # the highest sequence number delivered inline
         self._closed = False
 
-    def add(self, callback: Callable[[T], object]) -> None:
+    def add(self, callback: Callable[[T], object], *, inline: bool = False) -> None:
+        if inline:
+            with self._lock:
+                if not self._closed:
+                    self._inline = (*self._inline, callback)
+            return
         worker = CallbackWorker(
             callback, Mailbox(self._coalesce), f"{self._name}-{len(self._workers)}", self._pool, self._on_raise
         )
@@ -263,12 +287,33 @@ class Dispatcher(Generic[T]):
         with self._lock:
             gone = [w for w in self._workers if w.callback == callback]
             self._workers = tuple(w for w in self._workers if w.callback != callback)
+            self._inline = tuple(c for c in self._inline if c != callback)
         for worker in gone:
             worker.close()
 
     def emit(self, item: T) -> None:
+        """Post ``item`` to every pooled callback (inline ones are run by :meth:`deliver_inline`)."""
         for worker in self._workers:
             worker.post(item)
+
+    @property
+    def has_inline(self) -> bool:
+        return bool(self._inline)
+
+    def sequence(self) -> int:
+        """The next delivery number; the caller takes it in the same critical section that ordered the item."""
+        with self._lock:
+            self._issued += 1
+            return self._issued
+
+    def deliver_inline(self, number: int, item: T) -> None:
+        """Run the inline callbacks on ``item`` on this thread, unless an item numbered higher was delivered."""
+        with self._delivering:
+            if number <= self._delivered:
+                return
+            self._delivered = number
+            for callback in self._inline:
+                call_reporting(callback, item, self._on_raise)
 
     def idle(self, timeout: float | None = None) -> bool:
         return all(worker.idle(timeout) for worker in self._workers)
@@ -277,11 +322,13 @@ class Dispatcher(Generic[T]):
         with self._lock:
             self._closed = True
             workers, self._workers = self._workers, ()
+            self._inline = ()
         for worker in workers:
             worker.close()
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        self._delivering = threading.RLock()
         for worker in self._workers:
             worker.after_fork_in_child()
 

@@ -166,7 +166,23 @@ class WriteResult(BaseModel):
 
     @classmethod
     def of(cls, status: Literal["created", "unchanged"], head: HeadRecord) -> WriteResult:
-        return cls(status=status, namespace=head.namespace, **ConfigSummary.of(head).model_dump())
+        return cls.model_validate(cls.body(status, head))
+
+    @staticmethod
+    def body(status: Literal["created", "unchanged"], head: HeadRecord) -> dict[str, Any]:
+        """The JSON body of :meth:`of` without building the model (the push route's answer, serialised once)."""
+        return {
+            "status": status,
+            "namespace": head.namespace,
+            "name": head.name,
+            "version": head.version,
+            "sha256": head.sha256,
+            "size": head.size,
+            "author": head.author,
+            "message": head.message,
+            "created_at": head.created_at,
+            "schema_version": head.schema_ref.version,
+        }
 
 
 class DeleteResult(BaseModel):

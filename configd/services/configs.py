@@ -405,14 +405,27 @@ class ConfigStore:
         """
         known = self._known.get(request.namespace, request.name)
         if known is not None:
-            try:
-                result = self._push_once(request, known, fresh=False)
-                if result.created:
-                    return result
-            except (VersionConflict, ValidationFailed):
-                pass
+            result = self._created_from(request, known)
+            if result is not None:
+                return result
             self._known.forget(request.namespace, request.name)
+            # Most often the heads moved on another worker process of this server (a config's pushes spread over
+            # them). The heads are read again; the review policy and projection settings are still taken as last
+            # read, because the transaction checks their indexes as well: a stale one fails it, and the attempt
+            # below reads everything. One read instead of three before the retry.
+            result = self._created_from(request, self._read_heads(request.namespace, request.name))
+            if result is not None:
+                return result
         return self._push_once(request, self._read_heads(request.namespace, request.name), fresh=True)
+
+    def _created_from(self, request: _PushRequest, current: Heads) -> PushResult | None:
+        """A push decided from settings already known, trusted only when it created a version (its transaction
+        proved every index it relied on); None for any other outcome, to be decided again on a fresh read."""
+        try:
+            result = self._push_once(request, current, fresh=False)
+        except (VersionConflict, ValidationFailed):
+            return None
+        return result if result.created else None
 
     def _push_once(self, request: _PushRequest, current: Heads, *, fresh: bool) -> PushResult:
         namespace, name, data = request.namespace, request.name, request.data
@@ -446,13 +459,14 @@ class ConfigStore:
             action=action,
         )
         projection = self.projections.plan(namespace, name, data, schema_head, fresh=fresh)
-        extra, deferred = projection.inline(push_transaction(self.layout, write, current))
+        base = push_transaction(self.layout, write, current)  # the records serialised once, for both uses below
+        extra, deferred = projection.inline(base)
         # Chunks go first, each its own PUT, keyed by content hash: the head flip below stays one transaction,
         # and an orphan left by a lost race holds the same bytes any later writer would write.
         for key, chunk in write.chunk_puts(self.layout):
             self._gateway.put(key, chunk)
         try:
-            ops = [*push_transaction(self.layout, write, current, extra), *also]
+            ops = [*base, *extra, *also]  # = push_transaction(self.layout, write, current, extra) + also
             results = self._commit(ops, f"{namespace}/{name}")
         except VersionConflict as exc:
             if not fresh:

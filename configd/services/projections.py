@@ -54,6 +54,8 @@ class ProjectionPlan:
     def inline(self, base: list[TxnOp]) -> tuple[list[TxnOp], bool]:
         """The operations to append to the head's transaction ``base``, and whether the projection is left for
         :meth:`ProjectionService.sync` (it does not fit beside the head)."""
+        if not self.ops:  # nothing projected: the guards go with the head either way (no size to measure)
+            return list(self.guards), False
         if fits([*base, *self.guards, *self.ops]):
             return [*self.guards, *self.ops], False
         return list(self.guards), bool(self.ops)

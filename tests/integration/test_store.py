@@ -404,3 +404,25 @@ def test_two_stores_never_act_on_stale_known_heads(gateway: ConsulGateway, layou
     assert (conflict.value.expected, conflict.value.actual) == (6, 7)
     versions = [v.version for v in a.history("payments", "service").versions]
     assert versions == list(range(7, 0, -1))
+
+
+def test_a_push_from_stale_heads_reads_only_the_heads_again(
+    gateway: ConsulGateway, layout: KeyLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two server processes alternating on one config: the one whose heads are stale re-reads the heads and
+    retries with the settings it knows (their indexes are checked in the transaction) — three round trips."""
+    a, b = ConfigStore(gateway, layout), ConfigStore(gateway, layout)
+    a.register_schema("payments", "service", PAYMENT_SCHEMA, actor="t")
+    a.push("payments", "service", {"timeout_ms": 1}, actor="a")
+    b.push("payments", "service", {"timeout_ms": 2}, actor="b")
+    calls: list[str] = []
+    for verb in ("get", "txn", "list", "put"):
+        real = getattr(gateway, verb)
+        monkeypatch.setattr(
+            gateway, verb, lambda *args, _real=real, _verb=verb, **kw: calls.append(_verb) or _real(*args, **kw)
+        )
+    assert a.push("payments", "service", {"timeout_ms": 3}, actor="a").head.version == 3
+    assert calls == ["txn", "txn", "txn"]  # the refused transaction, the heads' read, the committed one
+    calls.clear()
+    assert a.push("payments", "service", {"timeout_ms": 4}, actor="a").head.version == 4
+    assert calls == ["txn"]

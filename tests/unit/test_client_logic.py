@@ -395,6 +395,66 @@ def test_a_raising_callback_reaches_the_error_hook_and_keeps_receiving() -> None
     dispatcher.close()
 
 
+def test_inline_callbacks_run_on_the_applying_thread_in_order_and_report_failures() -> None:
+    from configd_client._live import LiveSettings
+
+    live: LiveSettings[Payment] = LiveSettings(SettingsFactory(Payment), "payments", "service")
+    threads: list[str] = []
+    seen: list[tuple[int, int]] = []
+    failures: list[str] = []
+    live._changes._on_raise = lambda cb, item, exc: failures.append(str(exc))
+
+    @live.on_change(inline=True)
+    def record(event: ChangeEvent[Payment]) -> None:
+        threads.append(threading.current_thread().name)
+        seen.append((event.old_version, event.version))
+        if event.version == 3:
+            raise RuntimeError("boom 3")
+
+    assert live.offer(doc(1, {"retries": 1}))  # the first value is no event
+    for version in (2, 3, 4):
+        assert live.offer(doc(version, {"retries": version}))
+    assert seen == [(1, 2), (2, 3), (3, 4)]  # delivered before offer() returned: no hand-off to wait for
+    assert set(threads) == {threading.current_thread().name}
+    assert failures == ["boom 3"]  # logged and reported, and the next version still arrives
+    live.remove_callback(record)
+    assert live.offer(doc(5, {"retries": 5}))
+    assert seen[-1] == (3, 4)
+    live.close()
+
+
+def test_an_inline_delivery_older_than_one_delivered_is_dropped_not_reordered() -> None:
+    dispatcher: Dispatcher[int] = Dispatcher("inline")
+    seen: list[int] = []
+    dispatcher.add(seen.append, inline=True)
+    assert dispatcher.has_inline
+    first, second = dispatcher.sequence(), dispatcher.sequence()
+    dispatcher.deliver_inline(second, 2)  # the newer version's thread got there first
+    dispatcher.deliver_inline(first, 1)
+    assert seen == [2]
+    dispatcher.close()
+    dispatcher.deliver_inline(dispatcher.sequence(), 3)
+    assert seen == [2]
+
+
+def test_inline_callbacks_may_wait_on_the_live_settings_they_watch() -> None:
+    """Inline callbacks run after the lock is released: reading or waiting on the object does not deadlock."""
+    from configd_client._live import LiveSettings
+
+    live: LiveSettings[Payment] = LiveSettings(SettingsFactory(Payment), "payments", "service")
+    got: list[int] = []
+
+    def reads_and_waits(event: ChangeEvent[Payment]) -> None:
+        got.append(live.current.retries)
+        assert live.wait_for_version(event.version, 1)
+
+    live.on_change(reads_and_waits, inline=True)
+    live.offer(doc(1, {"retries": 1}))
+    live.offer(doc(2, {"retries": 2}))
+    assert got == [2]
+    live.close()
+
+
 # --- settings building -------------------------------------------------------------------------------
 def test_precedence_init_over_env_over_configd_over_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CFGTEST_PAY_RETRIES", "9")

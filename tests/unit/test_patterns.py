@@ -123,3 +123,31 @@ def test_matching_releases_the_gil() -> None:
     # Held for the whole match, the GIL would leave one gap as long as the match; the ticker's own scheduling on a
     # loaded machine can leave gaps of tens of ms, so the bound is relative to the match, not absolute.
     assert max(gaps) < 0.8 * (ended - started), (max(gaps), ended - started)
+
+
+def test_a_match_longer_than_the_gil_held_slice_is_finished_with_the_gil_released(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A match first runs holding the GIL for GIL_HELD_SLICE; one that needs longer starts again, concurrently."""
+    import regex
+
+    from configd.planning import patterns
+
+    calls: list[bool] = []
+    real = regex.Pattern.search
+
+    class Spy:
+        def __init__(self, compiled: Any) -> None:
+            self.compiled = compiled
+
+        def search(self, text: str, **kwargs: Any) -> Any:
+            calls.append(bool(kwargs.get("concurrent")))
+            return self.compiled.search(text, **kwargs)
+
+    monkeypatch.setattr(patterns, "compiled", lambda pattern: Spy(regex.compile(pattern)))
+    assert not search(CATASTROPHIC, "a" * 16 + "!")  # ~8 ms of backtracking: past the slice, within the limit
+    assert calls == [False, True]
+    calls.clear()
+    assert search("^[a-z][a-z0-9-]*$", "payments-events")  # the common case: once, holding the GIL
+    assert calls == [False]
+    assert real is regex.Pattern.search
