@@ -561,35 +561,37 @@ def run(
                 if "relay" in phases and workers == 1:
                     phase("relay", workers)
         result |= {key: _pooled(each) for key, each in runs.items()}
-        if "raw" not in phases:
-            return _verdict(result)
-
-        print(f"  raw Consul, default limits: {watchers} watchers", flush=True)
-        raw_prefix = f"bench-relay-raw/{uuid.uuid4().hex[:8]}/"
-        httpx.put(f"{env.consul_addr}/v1/kv/{raw_prefix}marker", content=b"start", timeout=10).raise_for_status()
-        result["raw_default"] = _pooled(
-            [_consul_fan_out(env.consul_addr, env.consul_addr, raw_prefix, watchers, processes, pushes, settle, 5.0)]
-        )
-        print(f"  raw default: {result['raw_default']}", flush=True)
-        print(f"  raw Consul, limit lifted: {watchers} watchers", flush=True)
         consul_pid = lifted.agent.process.pid if lifted.agent.process else 0
-        rss_consul = _rss_kib(consul_pid)
-        result["raw_lifted"] = _pooled(
-            [
-                _consul_fan_out(
-                    lifted.consul_addr,
-                    lifted.consul_addr,
-                    prefix,
-                    watchers,
-                    processes,
-                    pushes,
-                    settle,
-                    5.0,
-                    on_ready=lambda: {"consul_rss_kib_added": _rss_kib(consul_pid) - rss_consul},
-                )
-            ]
-        )
-        print(f"  raw lifted: {result['raw_lifted']}", flush=True)
+        if "raw" in phases:
+            print(f"  raw Consul, default limits: {watchers} watchers", flush=True)
+            raw_prefix = f"bench-relay-raw/{uuid.uuid4().hex[:8]}/"
+            httpx.put(f"{env.consul_addr}/v1/kv/{raw_prefix}marker", content=b"start", timeout=10).raise_for_status()
+            result["raw_default"] = _pooled(
+                [
+                    _consul_fan_out(
+                        env.consul_addr, env.consul_addr, raw_prefix, watchers, processes, pushes, settle, 5.0
+                    )
+                ]
+            )
+            print(f"  raw default: {result['raw_default']}", flush=True)
+            print(f"  raw Consul, limit lifted: {watchers} watchers", flush=True)
+            rss_consul = _rss_kib(consul_pid)
+            result["raw_lifted"] = _pooled(
+                [
+                    _consul_fan_out(
+                        lifted.consul_addr,
+                        lifted.consul_addr,
+                        prefix,
+                        watchers,
+                        processes,
+                        pushes,
+                        settle,
+                        5.0,
+                        on_ready=lambda: {"consul_rss_kib_added": _rss_kib(consul_pid) - rss_consul},
+                    )
+                ]
+            )
+            print(f"  raw lifted: {result['raw_lifted']}", flush=True)
         if "sdk" not in phases:
             return _verdict(result)
 

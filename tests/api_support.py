@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from configd_core.consul import ConsulGateway
-from configd_core.records import AuditRecord
+from configd_core.records import AuditRecord, ClientRecord, RolloutFailure, RolloutReport, utcnow
 from tests.conftest import ServerProcess, kv_tree
 
 SERVICE_SCHEMA: dict[str, Any] = {
@@ -70,3 +70,32 @@ def unchanged_without_audit(
     assert answer.status_code == status, answer.text
     assert kv_tree(gateway, f"{server.prefix}/") == before
     return answer
+
+
+def report_rollout(
+    gateway: ConsulGateway,
+    server: ServerProcess,
+    ns: str,
+    instance: str,
+    *,
+    rollout: str,
+    member: bool,
+    version: int,
+    failures: list[RolloutFailure] | None = None,
+    application: str = "app",
+) -> None:
+    """Write the registration record an SDK instance of ``ns/service`` would: on ``version``, in the rollout or not."""
+    now = utcnow()
+    record = ClientRecord(
+        instance=instance,
+        application=application,
+        host="host",
+        pid=1,
+        started_at=now,
+        updated_at=now,
+        applied={"service": version},
+        instance_key=f"key-{instance}",
+        labels={"region": "eu"},
+        rollouts={"service": RolloutReport(id=rollout, member=member, version=version, failures=failures or [])},
+    )
+    gateway.put(server.layout.client(ns, instance), record.to_bytes())

@@ -27,6 +27,7 @@ from .deps import (
     body_openapi,
     get_state,
     json_body,
+    optional_json_body,
 )
 from .errors import ERROR_RESPONSES
 from .models import ChangeItem, ErrorItem, ExpectedVersion
@@ -216,20 +217,7 @@ Proposer = Annotated[Principal, Depends(Authorize("reader"))]
 PolicyAdmin = Annotated[Principal, Depends(Authorize("admin", action="policy.set"))]
 
 
-async def _step_body(request: Request) -> StepBody:
-    """A step's optional body: none at all (or an empty one) means no message."""
-    if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
-        return StepBody()
-    return await json_body(StepBody)(request)
-
-
-StepDoc = Annotated[StepBody, Depends(_step_body)]
-_STEP_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": False,
-        "content": {"application/json": {"schema": StepBody.model_json_schema()}},
-    }
-}
+StepDoc = Annotated[StepBody, Depends(optional_json_body(StepBody))]
 ProposeDoc = Annotated[ProposeBody, Depends(json_body(ProposeBody))]
 PolicyDoc = Annotated[PolicyBody, Depends(json_body(PolicyBody))]
 CommentDoc = Annotated[CommentBody, Depends(json_body(CommentBody))]
@@ -315,7 +303,7 @@ def _view(changes: ChangeRequests, record: ChangeRequestRecord) -> ChangeRequest
 @router.post(
     "/change-requests/{request_id}/approve",
     response_model=ChangeRequestView,
-    openapi_extra=_STEP_BODY,
+    openapi_extra=body_openapi(StepBody, required=False),
     responses=ERROR_RESPONSES,
     summary="Approve (not your own)",
 )
@@ -326,7 +314,7 @@ def approve(request_id: RequestId, principal: Approver, body: StepDoc, changes: 
 @router.post(
     "/change-requests/{request_id}/reject",
     response_model=ChangeRequestView,
-    openapi_extra=_STEP_BODY,
+    openapi_extra=body_openapi(StepBody, required=False),
     responses=ERROR_RESPONSES,
     summary="Reject",
 )
@@ -337,7 +325,7 @@ def reject(request_id: RequestId, principal: Rejecter, body: StepDoc, changes: R
 @router.post(
     "/change-requests/{request_id}/withdraw",
     response_model=ChangeRequestView,
-    openapi_extra=_STEP_BODY,
+    openapi_extra=body_openapi(StepBody, required=False),
     responses=ERROR_RESPONSES,
     summary="Withdraw (the author)",
 )

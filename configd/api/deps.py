@@ -329,6 +329,18 @@ def json_body(model: type[M], *, envelope_depth: int | None = _ENVELOPE_DEPTH) -
 JSONDocument = Annotated[Any, Depends(read_json)]
 
 
+def optional_json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
+    """:func:`json_body` for a body that may be left out: none at all (or an empty one) is ``model()``."""
+    read = json_body(model)
+
+    async def dependency(request: Request) -> M:
+        if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
+            return model()
+        return await read(request)
+
+    return dependency
+
+
 def _inlined(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
     """``node`` with each ``{"$ref": "#/$defs/X"}`` replaced by X: pydantic's ``$defs`` refs point at the root of the
     model's schema, which in the OpenAPI document is the document's root, where nothing is (issue 18)."""
@@ -346,13 +358,15 @@ def _inlined(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any
     return {k: _inlined(v, defs, seen) for k, v in node.items() if k != "$defs"}
 
 
-def body_openapi(model: type[BaseModel] | None = None, description: str = "") -> dict[str, Any]:
+def body_openapi(
+    model: type[BaseModel] | None = None, description: str = "", *, required: bool = True
+) -> dict[str, Any]:
     """The OpenAPI requestBody of a route whose body is read by :func:`read_json` instead of FastAPI."""
     schema: dict[str, Any] = model.model_json_schema() if model is not None else {"type": "object"}
     schema = _inlined(schema, schema.get("$defs", {}))
     return {
         "requestBody": {
-            "required": True,
+            "required": required,
             "description": description,
             "content": {"application/json": {"schema": schema}},
         }

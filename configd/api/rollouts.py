@@ -17,7 +17,7 @@ from configd_core.records import JSONInteger, JSONNumber, RolloutCohort, Rollout
 
 from ..auth import Principal
 from ..services.rollouts import Rollouts, RolloutStatus
-from .deps import Authorize, ConfigName, Namespace, Reader, body_openapi, get_state, json_body
+from .deps import Authorize, ConfigName, Namespace, Reader, body_openapi, get_state, json_body, optional_json_body
 from .errors import ERROR_RESPONSES
 from .models import VersionNumber
 
@@ -138,17 +138,7 @@ Starter = Annotated[Principal, Depends(Authorize("editor", action="rollout.start
 StartDoc = Annotated[StartBody, Depends(json_body(StartBody))]
 
 
-async def _step_body(request: Request) -> StepBody:
-    """A move's optional body: none at all means no message."""
-    if request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers:
-        return StepBody()
-    return await json_body(StepBody)(request)
-
-
-StepDoc = Annotated[StepBody, Depends(_step_body)]
-_STEP_BODY: dict[str, Any] = {
-    "requestBody": {"required": False, "content": {"application/json": {"schema": StepBody.model_json_schema()}}}
-}
+StepDoc = Annotated[StepBody, Depends(optional_json_body(StepBody))]
 
 
 @router.post(
@@ -212,7 +202,7 @@ def _move_route(move: str, summary: str) -> Callable[[Route], Route]:
         f"/{{ns}}/{{name}}/rollouts/current/{move}",
         response_model=RolloutStatusView,
         responses=ERROR_RESPONSES,
-        openapi_extra=_STEP_BODY,
+        openapi_extra=body_openapi(StepBody, required=False),
         summary=summary,
     )
 

@@ -15,7 +15,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from configd_core.consul import ConsulGateway
-from configd_core.records import ClientRecord, RolloutFailure, RolloutReport, utcnow
+from configd_core.records import RolloutFailure, utcnow
+from tests.api_support import report_rollout
 from tests.browser.test_ui_browser import V1, V2, browser, playwright, push_versions, sign_in  # noqa: F401
 from tests.conftest import ServerProcess
 
@@ -46,33 +47,6 @@ def _start(server: ServerProcess, ns: str, **plan: Any) -> dict[str, Any]:
     return started
 
 
-def _report(
-    gateway: ConsulGateway,
-    server: ServerProcess,
-    ns: str,
-    instance: str,
-    *,
-    rollout: str,
-    member: bool,
-    version: int,
-    failures: list[RolloutFailure] | None = None,
-) -> None:
-    now = utcnow()
-    record = ClientRecord(
-        instance=instance,
-        application="checkout",
-        host="host",
-        pid=1,
-        started_at=now,
-        updated_at=now,
-        applied={"service": version},
-        instance_key=f"key-{instance}",
-        labels={"region": "eu"},
-        rollouts={"service": RolloutReport(id=rollout, member=member, version=version, failures=failures or [])},
-    )
-    gateway.put(server.layout.client(ns, instance), record.to_bytes())
-
-
 def _current(server: ServerProcess, ns: str) -> dict[str, Any] | None:
     with server.client("reader") as http:
         answer = http.get(f"/api/v1/configs/{ns}/service/rollouts/current")
@@ -92,9 +66,9 @@ def test_rollout_section_pause_promote_and_a_two_step_abort(
         "id"
     ]
     failure = RolloutFailure(instance="c", kind="callback", reason="ValueError: <bad> timeout", at=utcnow())
-    _report(gateway, server, ns, "a", rollout=rid, member=True, version=2)
-    _report(gateway, server, ns, "b", rollout=rid, member=False, version=1)
-    _report(gateway, server, ns, "c", rollout=rid, member=True, version=2, failures=[failure])
+    report_rollout(gateway, server, ns, "a", rollout=rid, member=True, version=2)
+    report_rollout(gateway, server, ns, "b", rollout=rid, member=False, version=1)
+    report_rollout(gateway, server, ns, "c", rollout=rid, member=True, version=2, failures=[failure])
     sign_in(page, server, "editor")
     page.goto(f"/ui/configs/{ns}/service")
 

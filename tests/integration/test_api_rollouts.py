@@ -15,15 +15,13 @@ import pytest
 from configd_core.consul import ConsulGateway
 from configd_core.records import (
     AuditRecord,
-    ClientRecord,
     HeadRecord,
     RolloutFailure,
     RolloutRecord,
-    RolloutReport,
     VersionRecord,
     utcnow,
 )
-from tests.api_support import GOOD, SERVICE_SCHEMA, rejected, setup_config
+from tests.api_support import GOOD, SERVICE_SCHEMA, rejected, report_rollout, setup_config
 from tests.conftest import ServerProcess, kv_tree
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,33 +45,6 @@ def _head(gateway: ConsulGateway, server: ServerProcess, ns: str) -> HeadRecord:
     entry = gateway.get(server.layout.head(ns, "service"))
     assert entry is not None
     return HeadRecord.from_bytes(entry.value)
-
-
-def _report(
-    gateway: ConsulGateway,
-    server: ServerProcess,
-    ns: str,
-    instance: str,
-    *,
-    rollout: str,
-    member: bool,
-    version: int,
-    failures: list[RolloutFailure] | None = None,
-) -> None:
-    now = utcnow()
-    record = ClientRecord(
-        instance=instance,
-        application="app",
-        host="host",
-        pid=1,
-        started_at=now,
-        updated_at=now,
-        applied={"service": version},
-        instance_key=f"key-{instance}",
-        labels={"region": "eu"},
-        rollouts={"service": RolloutReport(id=rollout, member=member, version=version, failures=failures or [])},
-    )
-    gateway.put(server.layout.client(ns, instance), record.to_bytes())
 
 
 def _audit(server: ServerProcess, ns: str) -> list[dict[str, Any]]:
@@ -159,8 +130,8 @@ def test_promote_steps_to_completion(server: ServerProcess, gateway: ConsulGatew
     setup_config(server, ns)
     started = _start(server, ns, steps=[25, 100], auto=False)
     rid = started["rollout"]["id"]
-    _report(gateway, server, ns, "a", rollout=rid, member=True, version=2)
-    _report(gateway, server, ns, "b", rollout=rid, member=False, version=1)
+    report_rollout(gateway, server, ns, "a", rollout=rid, member=True, version=2)
+    report_rollout(gateway, server, ns, "b", rollout=rid, member=False, version=1)
     with server.client("reader") as http:
         status = http.get(_url(ns, "/current")).json()
     assert status["instances"] == {"total": 2, "members": 1, "on_base": 1, "on_candidate": 1, "failed": 0}
@@ -258,19 +229,19 @@ def test_failures_at_the_threshold_abort_by_themselves(
     setup_config(server, ns)
     rid = _start(server, ns, steps=[50, 100], max_failures=2)["rollout"]["id"]
     failure = RolloutFailure(instance="a", kind="callback", reason="ValueError: boom", at=utcnow())
-    _report(gateway, server, ns, "a", rollout=rid, member=True, version=2, failures=[failure])
-    _report(gateway, server, ns, "b", rollout=rid, member=True, version=2)
-    _report(gateway, server, ns, "c", rollout=rid, member=False, version=1)
+    report_rollout(gateway, server, ns, "a", rollout=rid, member=True, version=2, failures=[failure])
+    report_rollout(gateway, server, ns, "b", rollout=rid, member=True, version=2)
+    report_rollout(gateway, server, ns, "c", rollout=rid, member=False, version=1)
     # one failure of two allowed: recorded in the rollout, not aborted
     kept = _wait_for(lambda: (h := _head(gateway, server, ns)).rollout is not None and h.rollout.failures and h)
     assert kept.rollout.state == "running" and [f.instance for f in kept.rollout.failures] == ["a"]
     # a non-member's failure does not count
     other = RolloutFailure(instance="c", kind="unhealthy", reason="not on C", at=utcnow())
-    _report(gateway, server, ns, "c", rollout=rid, member=False, version=1, failures=[other])
+    report_rollout(gateway, server, ns, "c", rollout=rid, member=False, version=1, failures=[other])
     time.sleep(2.5)
     assert _head(gateway, server, ns).rollout is not None
     second = RolloutFailure(instance="b", kind="unhealthy", reason="error rate 7%", at=utcnow())
-    _report(gateway, server, ns, "b", rollout=rid, member=True, version=2, failures=[second])
+    report_rollout(gateway, server, ns, "b", rollout=rid, member=True, version=2, failures=[second])
     head = _wait_for(lambda: (h := _head(gateway, server, ns)).rollout is None and h)
     assert head.version == 1
     with server.client("reader") as http:

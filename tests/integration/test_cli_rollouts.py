@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 
 from configctl import app
 from configd_core.consul import ConsulGateway
-from configd_core.records import ClientRecord, RolloutFailure, RolloutReport, utcnow
-from tests.api_support import GOOD, setup_config
+from tests.api_support import GOOD, report_rollout, setup_config
 from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,33 +27,6 @@ CANDIDATE = {**GOOD, "timeout_ms": 900}
 def cli(server: ServerProcess, token: str, *args: str, **env: str) -> Any:
     env = {"CONFIGD_URL": server.base_url, "CONFIGD_TOKEN": server.tokens[token], "COLUMNS": "200", **env}
     return CliRunner(env=env).invoke(app, list(args))
-
-
-def _report(
-    gateway: ConsulGateway,
-    server: ServerProcess,
-    ns: str,
-    instance: str,
-    *,
-    rollout: str,
-    member: bool,
-    version: int,
-    failures: list[RolloutFailure] | None = None,
-) -> None:
-    now = utcnow()
-    record = ClientRecord(
-        instance=instance,
-        application="app",
-        host="host",
-        pid=1,
-        started_at=now,
-        updated_at=now,
-        applied={"service": version},
-        instance_key=f"key-{instance}",
-        labels={"region": "eu"},
-        rollouts={"service": RolloutReport(id=rollout, member=member, version=version, failures=failures or [])},
-    )
-    gateway.put(server.layout.client(ns, instance), record.to_bytes())
 
 
 def test_start_status_steps_and_history(
@@ -81,8 +53,8 @@ def test_start_status_steps_and_history(
     rid = status["rollout"]["id"]
     assert status["rollout"]["plan"]["steps"] == [5, 25, 100] and status["percent"] == 5
     assert status["rollout"]["plan"]["max_failures"] == 1 and status["rollout"]["plan"]["bake_seconds"] == 3600
-    _report(gateway, server, ns, "a", rollout=rid, member=True, version=2)
-    _report(gateway, server, ns, "b", rollout=rid, member=False, version=1)
+    report_rollout(gateway, server, ns, "a", rollout=rid, member=True, version=2)
+    report_rollout(gateway, server, ns, "b", rollout=rid, member=False, version=1)
     shown = cli(server, "reader", "rollout", "status", ref)
     assert shown.exit_code == 0
     assert "C 1 · H 1 · 1 of 2 instance(s) in the cohort" in shown.stdout, shown.stdout
