@@ -138,6 +138,9 @@ def run_raw(args: argparse.Namespace) -> None:
 
     say("BASE " + json.dumps(stats()))
     model = _model(args.model) if args.chunks else None  # pydantic only where a floor may need it
+    typed = _model(args.model) if args.heads else None
+    if args.heads:
+        from configd_core.records import HeadRecord
     gateway = ConsulGateway(args.consul, timeout=70)
     ready = threading.Event()
 
@@ -151,6 +154,8 @@ def run_raw(args: argparse.Namespace) -> None:
                 index = 0
                 time.sleep(0.5)
 
+    seen: dict[str, int] = {}  # --heads: each head's ModifyIndex as last applied
+
     def step(index: int) -> int:
         if index == 0:
             returned, entries = gateway.list(args.key)
@@ -159,7 +164,21 @@ def run_raw(args: argparse.Namespace) -> None:
         changed = index != 0 and returned != index
         index = next_wait_index(index, returned)
         if not ready.is_set():
+            seen.update((e.key, e.modify_index) for e in entries)
             ready.set()
+            return index
+        if args.heads:
+            # The typed floor: the least an SDK that watches a namespace and builds a typed object must do per
+            # change — find the moved heads in the one answer, parse each, check its inline document against its
+            # sha256, build the settings model. No cache, registration, callbacks machinery or bookkeeping.
+            for entry in entries:
+                if seen.get(entry.key) == entry.modify_index:
+                    continue
+                seen[entry.key] = entry.modify_index
+                head = HeadRecord.from_bytes(entry.value)
+                assert typed is not None
+                typed(**(head.inline_data() or {}))
+                say(f"EVT {head.name} {head.version} {time.time():.6f}")
             return index
         entry = next((e for e in entries if e.key == args.key), None)
         if not changed or entry is None:
@@ -207,6 +226,11 @@ def main() -> None:
     )
     parser.add_argument("--instance-key", default="", help="configd: the instance key (rollout membership)")
     parser.add_argument("--chunks", default="", help="raw: after each wake, read and decode this chunk prefix")
+    parser.add_argument(
+        "--heads",
+        action="store_true",
+        help="raw: --key is a prefix of head records; build each moved one (typed floor)",
+    )
     args = parser.parse_args()
     (run_configd if args.mode == "configd" else run_raw)(args)
 

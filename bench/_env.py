@@ -159,12 +159,16 @@ class BenchEnv:
                 raise TimeoutError("configd serve did not become healthy within 60 s")
             time.sleep(0.05)
 
-    def start_floor(self, workers: int = 1, sizes: dict[str, int] | None = None) -> tuple[str, subprocess.Popen[bytes]]:
-        """``bench._floor_app`` (FastAPI on configd's server stack, doing only the Consul write) on a free port."""
+    def start_floor(
+        self, workers: int = 1, sizes: dict[str, int] | None = None, schema: dict[str, Any] | None = None
+    ) -> tuple[str, subprocess.Popen[bytes]]:
+        """``bench._floor_app`` (FastAPI on configd's server stack, doing only the Consul write) on a free port;
+        ``schema`` is what its required floor (``/push``) validates against."""
         sizes = sizes or {"version": 774, "head": 320, "audit": 272}
         port = free_ports(1)[0]
         cmd = [sys.executable, "-m", "bench._floor_app", self.consul_addr, str(port), "bench-raw/floor", str(workers)]
         cmd += [str(sizes["version"]), str(sizes["head"]), str(sizes["audit"])]
+        cmd += [json.dumps(schema)] if schema is not None else []
         process = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
         self.children.append(process)
         base_url = f"http://127.0.0.1:{port}"

@@ -5,6 +5,11 @@ PUTs one of them through the HTTP API. Raw: each child holds one blocking GET on
 Raw sides (the PUT and the watchers) use configd's own Consul client (``ConsulGateway``), so the ratio is
 exactly what configd adds. Floor: the same raw watchers woken by a write made behind one FastAPI hop on configd's
 server stack (``bench._floor_app``, which does nothing but the write): what any server in between costs.
+Required floor (issue 17.3): a push that validates and records (``/push`` of ``bench._floor_app``: configd's
+validator and records, nothing else) behind the same hop, applied by typed watchers (``bench._child raw --heads``:
+one blocking query on a namespace of 10 heads, the moved head parsed, its inline document checked against its
+sha256 and built as the same 20-field settings model, nothing else): the least a schema-checked, typed,
+namespace-watching config center can do per change, on this stack.
 Pushes alternate configd / raw so both see the same machine load. Latency = child's time.time() when the
 callback returned − parent's time.time() just before the HTTP call (one machine, one clock).
 """
@@ -21,10 +26,12 @@ import httpx
 from configd_core.consul import ConsulGateway
 
 from ._children import Children
-from ._env import BenchEnv, config_data, ok, setup_configs
+from ._env import SCHEMA, BenchEnv, config_data, ok, setup_configs
+from ._floor_app import FLOOR_TOKEN
 from ._stats import ratio, summary_ms
 
 CONFIGS_PER_CLIENT = 10
+_FLOOR_AUTH = {"Authorization": f"Bearer {FLOOR_TOKEN}"}
 
 
 def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1, callbacks: str = "inline") -> dict[str, Any]:
@@ -35,13 +42,19 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1, callb
     raw_key = f"bench-raw/propagation/{int(time.time() * 1000)}"
     raw = ConsulGateway(env.consul_addr)  # the Consul client configd itself uses: py-consul on urllib3
     raw.put(raw_key, b"0")
-    floor_url, floor = env.start_floor()
+    floor_url, floor = env.start_floor(schema=SCHEMA)
     results: list[dict[str, Any]] = []
     versions = dict.fromkeys(names, 1)
     raw_seq = 0
     with server.client() as http, httpx.Client(base_url=floor_url, timeout=60) as floor_http:
         # Open the connections (bench → floor app → Consul) before measuring: every measured write reuses them.
         ok(floor_http.put(f"/kv/{raw_key}-warm-up", params={"value": "0"}))
+        # The required floor's heads (one per config, as configd's namespace has), watched by the typed floor.
+        typed_seq = 0
+        for k in range(CONFIGS_PER_CLIENT):
+            typed_seq += 1
+            heads = ok(floor_http.put(f"/push/{k}", json={"data": config_data(typed_seq)}, headers=_FLOOR_AUTH))
+        heads_prefix = heads["heads"]
         for n in counts:
             children = Children(env)
             cache = env.workdir / f"cache-{n}"
@@ -62,12 +75,14 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1, callb
                     callbacks,
                 )
                 children.spawn("raw", "--consul", env.consul_addr, "--key", raw_key)
+                children.spawn("raw", "--consul", env.consul_addr, "--key", heads_prefix, "--heads")
             started = time.monotonic()
             children.wait_ready()
-            print(f"  N={n}: {2 * n} children ready in {time.monotonic() - started:.1f}s", flush=True)
+            print(f"  N={n}: {3 * n} children ready in {time.monotonic() - started:.1f}s", flush=True)
             configd_s: list[float] = []
             raw_s: list[float] = []
             floor_s: list[float] = []
+            typed_s: list[float] = []
             for i in range(pushes):
                 name = names[i % len(names)]
                 versions[name] += 1
@@ -88,8 +103,19 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1, callb
                 ok(floor_http.put(f"/kv/{raw_key}", params={"value": str(raw_seq)}))
                 floor_s += [e.at - t0 for e in children.collect(raw_key, str(raw_seq), n)]
                 time.sleep(pause)
+                # The required floor: a validated, recorded push behind the same hop, built by typed watchers.
+                typed_seq += 1
+                t0 = time.time()
+                body = ok(
+                    floor_http.put(
+                        f"/push/{i % CONFIGS_PER_CLIENT}", json={"data": config_data(typed_seq)}, headers=_FLOOR_AUTH
+                    )
+                )
+                typed_s += [e.at - t0 for e in children.collect(str(i % CONFIGS_PER_CLIENT), str(body["version"]), n)]
+                time.sleep(pause)
             children.close()
             configd_sum, raw_sum, floor_sum = summary_ms(configd_s), summary_ms(raw_s), summary_ms(floor_s)
+            typed_sum = summary_ms(typed_s)
             row = {
                 "clients": n,
                 "pushes": pushes,
@@ -97,6 +123,10 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1, callb
                 "raw": raw_sum,
                 "floor": floor_sum,
                 "floor_p99_ratio": ratio(floor_sum["p99_ms"], raw_sum["p99_ms"]),
+                "required_floor": typed_sum,
+                "required_over_floor_p99": ratio(typed_sum["p99_ms"], floor_sum["p99_ms"]),
+                "configd_over_floor_p99": ratio(configd_sum["p99_ms"], floor_sum["p99_ms"]),
+                "configd_over_required_p99": ratio(configd_sum["p99_ms"], typed_sum["p99_ms"]),
                 "p99_ratio": ratio(configd_sum["p99_ms"], raw_sum["p99_ms"]),
                 "p50_ratio": ratio(configd_sum["p50_ms"], raw_sum["p50_ms"]),
                 "target_p99_ratio": 1.5,
@@ -104,7 +134,8 @@ def run(env: BenchEnv, counts: list[int], pushes: int, pause: float = 0.1, callb
             row["target_met"] = row["p99_ratio"] <= 1.5
             print(
                 f"  N={n}: configd {configd_sum} | raw {raw_sum} | floor {floor_sum} | "
-                f"p99 ratio {row['p99_ratio']} (floor {row['floor_p99_ratio']})",
+                f"required {typed_sum} | p99 ratio {row['p99_ratio']} (floor {row['floor_p99_ratio']}) | "
+                f"÷ floor p99: configd {row['configd_over_floor_p99']}, required {row['required_over_floor_p99']}",
                 flush=True,
             )
             results.append(row)

@@ -25,6 +25,10 @@ ANCHORS = [
 ]
 
 
+def _pair(summary: dict[str, Any] | None) -> str:
+    return f"{summary['p50_ms']} / {summary['p99_ms']}" if summary else "–"
+
+
 def _yes(flag: Any) -> str:
     return "**met**" if flag else "**missed**"
 
@@ -86,8 +90,12 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             "(same machine, same clock). Raw: N processes each holding one blocking GET on one key; parent PUTs the "
             "key → the child wakes. Floor: the same raw watchers, woken by the same write made behind one FastAPI "
             "hop on configd's server stack that does nothing else (`bench/_floor_app.py`): what any HTTP server in "
-            "between costs. configd, raw and floor pushes alternate so all see the same load. "
-            "Samples = pushes × N. "
+            "between costs. Required floor: a push that validates and records (configd's validator and records, "
+            "nothing else: `/push` of `bench/_floor_app.py`) behind the same hop, applied by N typed watchers (one "
+            "blocking query on a namespace of 10 heads; the moved head parsed, its inline document checked against "
+            "its sha256 and built as the same settings model; nothing else): the least a schema-checked, typed, "
+            "namespace-watching config center can do per change on this stack. configd, raw, floor and required "
+            "floor pushes alternate so all see the same load. Samples = pushes × N. "
             + (
                 "The callbacks are registered with `on_change(callback, inline=True)`: they run on the watcher "
                 'thread, as the raw watchers report on theirs (docs/client.md, "Callbacks on the watcher thread").\n'
@@ -103,9 +111,9 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
         add(
             "| N | pushes | configd p50 / p99 / max (ms) | raw p50 / p99 / max (ms) | p50 ratio | p99 ratio | "
             "target p99 ≤ 1.5 × raw | floor p50 / p99 (ms) | floor p50 / p99 ratio | configd p99 ÷ floor p99 "
-            "(target ≤ 1.5) |"
+            "(target ≤ 1.5) | required floor p50 / p99 (ms) | required p99 ÷ floor p99 | configd p99 ÷ required p99 |"
         )
-        add("|---|---|---|---|---|---|---|---|---|---|")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in p["rows"]:
             c, w = r["configd"], r["raw"]
             f = r.get("floor")
@@ -116,7 +124,8 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             add(
                 f"| {r['clients']} | {r['pushes']} | {c['p50_ms']} / {c['p99_ms']} / {c['max_ms']} | "
                 f"{w['p50_ms']} / {w['p99_ms']} / {w['max_ms']} | {r['p50_ratio']} | {r['p99_ratio']} | "
-                f"{_yes(r['target_met'])} | {floor} | {floor_ratio} | {vs_floor} |"
+                f"{_yes(r['target_met'])} | {floor} | {floor_ratio} | {vs_floor} | {_pair(r.get('required_floor'))} | "
+                f"{r.get('required_over_floor_p99', '–')} | {r.get('configd_over_required_p99', '–')} |"
             )
         add("")
 
@@ -133,7 +142,9 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             "reads a push makes when it does not already know the heads. Raw stock: the raw txn through py-consul as "
             "shipped (requests). Floor: a FastAPI app on the same server stack and worker count whose sync endpoint "
             "only commits the same transaction (`bench/_floor_app.py`): no auth, body, validation or records — no "
-            "server on this stack can push faster.\n"
+            "server on this stack can push faster. Required floor: the floor plus only what every validated, "
+            "authenticated push must do before its write (read the body, compare the token, parse, validate with "
+            "configd's own compiled validator, hash the canonical JSON): the most a push that validates can reach.\n"
         )
         if "measured" in t:
             add(
@@ -142,9 +153,10 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             )
         add(
             "| concurrency | configd pushes/s | raw txn/s | ratio (target ≥ 0.5) | floor/s | floor ratio | "
-            "raw read+txn/s | raw stock/s | configd ÷ stock | configd ÷ floor (target ≥ 0.8) |"
+            "raw read+txn/s | raw stock/s | configd ÷ stock | configd ÷ floor (target ≥ 0.8) | required floor/s | "
+            "required ÷ floor | configd ÷ required |"
         )
-        add("|---|---|---|---|---|---|---|---|---|---|")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in t["rows"]:
             of_floor = ratio(r["configd_pushes_per_s"], r["floor_per_s"]) if "floor_per_s" in r else None
             vs_floor = f"{of_floor} {_yes(of_floor >= 0.8)}" if of_floor is not None else "–"
@@ -152,7 +164,8 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
                 f"| {r['concurrency']} | {r['configd_pushes_per_s']} | {r['raw_txn_per_s']} | {r['ratio']} "
                 f"{_yes(r['target_met'])} | {r.get('floor_per_s', '–')} | {r.get('floor_ratio', '–')} | "
                 f"{r['raw_read_txn_per_s']} | {r.get('raw_stock_txn_per_s', '–')} | {r.get('ratio_vs_stock', '–')} | "
-                f"{vs_floor} |"
+                f"{vs_floor} | {r.get('required_floor_per_s', '–')} | {r.get('required_over_floor', '–')} | "
+                f"{r.get('configd_over_required', '–')} |"
             )
         add("")
 

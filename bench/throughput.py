@@ -7,7 +7,9 @@ create the version key, set the head, set an audit entry) with the byte sizes of
 through configd's own Consul client (``ConsulGateway``: py-consul on urllib3), so the ratio is what configd adds.
 Also measured, interleaved: raw "read+txn" (plus the two reads a push makes when it does not know the heads),
 raw through py-consul as shipped (requests), and the floor: a FastAPI app on configd's server stack whose sync
-endpoint only commits the same transaction (``bench._floor_app``) — the fastest any push on this stack can be.
+endpoint only commits the same transaction (``bench._floor_app``) — the fastest any push on this stack can be —
+and the required floor: that endpoint plus only what every validated, authenticated push must do before its write
+(``/push``: body, token, parse, configd's validator, canonical hash), the most a push that validates can reach.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ import requests.adapters
 from configd_core.consul import ConsulGateway, op_cas, op_check_index, op_set
 from configd_core.layout import KeyLayout
 
-from ._env import ADMIN_TOKEN, BenchEnv, Server, config_data, ok, setup_configs
+from ._env import ADMIN_TOKEN, SCHEMA, BenchEnv, Server, config_data, ok, setup_configs
+from ._floor_app import FLOOR_TOKEN
 from ._stats import ratio
+
+_FLOOR_AUTH = {"Authorization": f"Bearer {FLOOR_TOKEN}"}
 
 
 def _rate(workers: int, seconds: float, make: Callable[[int], Callable[[int], None]]) -> float:
@@ -84,7 +89,7 @@ def run(env: BenchEnv, concurrencies: list[int], seconds: float, workers: int = 
     with server.client() as http:
         ok(http.put(f"/api/v1/configs/{namespace}/{names[0]}", json={"data": config_data(1)}))
     sizes = _record_sizes(env, server, namespace, names[0])
-    floor_url, floor = env.start_floor(workers, sizes)
+    floor_url, floor = env.start_floor(workers, sizes, schema=SCHEMA)
     seq = {"n": 10}
     lock = threading.Lock()
     rows = []
@@ -120,6 +125,18 @@ def run(env: BenchEnv, concurrencies: list[int], seconds: float, workers: int = 
 
             return step
 
+        def required_push(worker: int, pool: httpx.Client = floor_pool) -> Callable[[int], None]:
+            """The required floor: the floor's write plus only what a validated, authenticated push must do."""
+
+            def step(i: int) -> None:
+                with lock:
+                    seq["n"] += 1
+                    n = seq["n"]
+                answer = pool.put(f"/push/{worker}", json={"data": config_data(n)}, headers=_FLOOR_AUTH)
+                assert ok(answer, 201)["status"] == "created"
+
+            return step
+
         def raw_txn(worker: int, reads: bool = False, client: Any = None) -> Callable[[int], None]:
             base = f"bench-raw/throughput/{worker}/{uuid.uuid4().hex[:8]}"
 
@@ -147,6 +164,7 @@ def run(env: BenchEnv, concurrencies: list[int], seconds: float, workers: int = 
             "raw_read": lambda w: raw_txn(w, reads=True),
             "raw_stock": lambda w: raw_txn(w, client=stock),
             "floor": floor_push,
+            "required": required_push,
         }
         rates: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(2):
@@ -162,6 +180,10 @@ def run(env: BenchEnv, concurrencies: list[int], seconds: float, workers: int = 
             "raw_read_txn_per_s": mean["raw_read"],
             "raw_stock_txn_per_s": mean["raw_stock"],
             "floor_per_s": mean["floor"],
+            "required_floor_per_s": mean["required"],
+            "required_over_floor": ratio(mean["required"], mean["floor"]),
+            "configd_over_floor": ratio(mean["configd"], mean["floor"]),
+            "configd_over_required": ratio(mean["configd"], mean["required"]),
             "ratio": ratio(mean["configd"], mean["raw"]),
             "ratio_vs_read_txn": ratio(mean["configd"], mean["raw_read"]),
             "ratio_vs_stock": ratio(mean["configd"], mean["raw_stock"]),

@@ -193,3 +193,46 @@ def test_answers_are_consuls_own(relay: RelayProcess, consul_addr: str) -> None:
         txn = r.put("/v1/txn", content=json.dumps([{"KV": {"Verb": "get", "Key": f"{base}/a"}}]))
         assert txn.status_code == 200 and txn.json()["Results"][0]["KV"]["Key"] == f"{base}/a"
         assert r.get("/v1/kv/x?index=abc").status_code == c.get("/v1/kv/x?index=abc").status_code == 400
+
+
+def test_consul_watch_works_through_the_relay(relay: RelayProcess, consul_addr: str, tmp_path: Path) -> None:
+    """Consul's own `consul watch -type=keyprefix`, pointed at the relay, fires on a change written to Consul; the
+    relay holds its blocking query and asks Consul once for that prefix."""
+    from configd.devagent import consul_binary
+
+    base = f"relay-watch/{uuid.uuid4().hex[:8]}"
+    gateway = ConsulGateway(consul_addr)
+    gateway.put(f"{base}/a", b"one")
+    out = tmp_path / "calls.jsonl"
+    handler = f"tr -d '\\n' >> {out}; echo >> {out}"  # one line of JSON per handler call
+    watch = subprocess.Popen(
+        [consul_binary(), "watch", f"-http-addr={relay.address}", "-type=keyprefix", f"-prefix={base}/", handler],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")},
+    )
+
+    def calls() -> list[list[dict[str, object]]]:
+        return [json.loads(line) for line in out.read_text().splitlines() if line] if out.exists() else []
+
+    def wait_for(predicate: object, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():  # type: ignore[operator]
+                return True
+            time.sleep(0.05)
+        return False
+
+    try:
+        assert wait_for(lambda: bool(calls()))  # the first call: the prefix as it is
+        assert [entry["Key"] for entry in calls()[0]] == [f"{base}/a"]
+        assert wait_for(lambda: relay.metrics().get("configd_relay_downstream_waiters", 0) >= 1)
+        gateway.put(f"{base}/b", b"two")
+        assert wait_for(lambda: any(len(call) == 2 for call in calls()))
+        last = calls()[-1]
+        assert {entry["Key"] for entry in last} == {f"{base}/a", f"{base}/b"}
+        assert relay.metrics()["configd_relay_upstream_queries"] == 1  # the watch's prefix: one query upstream
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
+        gateway.close()
