@@ -138,9 +138,11 @@ def run_raw(args: argparse.Namespace) -> None:
 
     say("BASE " + json.dumps(stats()))
     model = _model(args.model) if args.chunks else None  # pydantic only where a floor may need it
-    typed = _model(args.model) if args.heads else None
     if args.heads:
+        from configd_client._source import SettingsFactory  # the fastest build known: the SDK's own
         from configd_core.records import HeadRecord
+
+        typed = SettingsFactory(_model(args.model))
     gateway = ConsulGateway(args.consul, timeout=70)
     ready = threading.Event()
 
@@ -170,14 +172,14 @@ def run_raw(args: argparse.Namespace) -> None:
         if args.heads:
             # The typed floor: the least an SDK that watches a namespace and builds a typed object must do per
             # change — find the moved heads in the one answer, parse each, check its inline document against its
-            # sha256, build the settings model. No cache, registration, callbacks machinery or bookkeeping.
-            for entry in entries:
-                if seen.get(entry.key) == entry.modify_index:
+            # sha256, build the settings model (with the SDK's own builder, the fastest known). No cache,
+            # registration, callbacks machinery or bookkeeping.
+            for moved in entries:
+                if seen.get(moved.key) == moved.modify_index:
                     continue
-                seen[entry.key] = entry.modify_index
-                head = HeadRecord.from_bytes(entry.value)
-                assert typed is not None
-                typed(**(head.inline_data() or {}))
+                seen[moved.key] = moved.modify_index
+                head = HeadRecord.from_bytes(moved.value)
+                typed.build(head.inline_data() or {}, "configd", head.name)
                 say(f"EVT {head.name} {head.version} {time.time():.6f}")
             return index
         entry = next((e for e in entries if e.key == args.key), None)
