@@ -93,7 +93,7 @@ def render(results: dict[str, Any], plot_name: str, results_path: str) -> str:
             "between costs. Required floor: a push that validates and records (configd's validator and records, "
             "nothing else: `/push` of `bench/_floor_app.py`) behind the same hop, applied by N typed watchers (one "
             "blocking query on a namespace of 10 heads; the moved head parsed, its inline document checked against "
-            "its sha256 and built as the same settings model; nothing else): the least a schema-checked, typed, "
+            "its sha256 and built with the SDK's own builder; nothing else): the least a schema-checked, typed, "
             "namespace-watching config center can do per change on this stack. configd, raw, floor and required "
             "floor pushes alternate so all see the same load. Samples = pushes × N. "
             + (

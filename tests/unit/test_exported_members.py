@@ -45,6 +45,14 @@ def _sources(*folders: str) -> list[Path]:
     return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
 
 
+# The one allowed exception: the propagation benchmark's typed floor builds with the SDK's own builder on purpose
+# (the fastest build known), so that the floor is not slower than the SDK it bounds.
+_MEASURED_ON_PURPOSE = {
+    "bench/_child.py: configd_client._source",
+    "bench/_child.py: configd_client._source.SettingsFactory",
+}
+
+
 @pytest.mark.parametrize("folder", ["configd", "cli", "core", "bench", "scripts", "examples"])
 def test_nothing_outside_the_sdk_imports_its_private_modules(folder: str) -> None:
     offenders = {
@@ -53,7 +61,7 @@ def test_nothing_outside_the_sdk_imports_its_private_modules(folder: str) -> Non
         for name in _imports(path)
         if name.startswith("configd_client._")
     }
-    assert not offenders
+    assert not offenders - _MEASURED_ON_PURPOSE
 
 
 def test_the_core_imports_no_other_layer() -> None:
