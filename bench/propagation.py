@@ -8,9 +8,9 @@ server stack (``bench._floor_app``, which does nothing but the write): what any 
 Required floor (issue 17.3): a push that validates and records (``/push`` of ``bench._floor_app``: configd's
 validator and records, nothing else) behind the same hop, applied by typed watchers (``bench._child raw --heads``:
 one blocking query on a namespace of 10 heads, the moved head parsed, its inline document checked against its
-sha256 and built as the same 20-field settings model, nothing else): the least a schema-checked, typed,
-namespace-watching config center can do per change, on this stack.
-Pushes alternate configd / raw so both see the same machine load. Latency = child's time.time() when the
+sha256 and built as the same 20-field model by the SDK's own builder, nothing else): the least a schema-checked,
+typed, namespace-watching config center can do per change, on this stack.
+Pushes alternate configd / raw / floor / required floor so all see the same machine load. Latency = child's time.time() when the
 callback returned − parent's time.time() just before the HTTP call (one machine, one clock).
 """
 
