@@ -10,8 +10,8 @@ validator and records, nothing else) behind the same hop, applied by typed watch
 one blocking query on a namespace of 10 heads, the moved head parsed, its inline document checked against its
 sha256 and built as the same 20-field model by the SDK's own builder, nothing else): the least a schema-checked,
 typed, namespace-watching config center can do per change, on this stack.
-Pushes alternate configd / raw / floor / required floor so all see the same machine load. Latency = child's time.time() when the
-callback returned − parent's time.time() just before the HTTP call (one machine, one clock).
+Pushes alternate configd / raw / floor / required floor so all see the same machine load. Latency = child's
+time.time() when the callback returned − parent's time.time() just before the HTTP call (one machine, one clock).
 """
 
 from __future__ import annotations
